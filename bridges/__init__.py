@@ -1,0 +1,1 @@
+"""Tasks that need the host (batched callbacks: chess engines, ALFWorld, LLM oracles)."""

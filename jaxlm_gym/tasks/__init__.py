@@ -1,0 +1,3 @@
+"""Task text (templates, action strings) and registry entries, one module per task."""
+
+from . import maze  # noqa: F401

@@ -1,0 +1,83 @@
+"""In-graph parsing of action text: token ids -> action index, by exact text match.
+
+The references match the *text* an agent wrote against the task's action strings. A
+language model may write the same text with other token ids than the tokenizer's own
+encoding (``"move" " le" "ft"``), so the parser first turns the ids back into bytes (a
+table lookup per token) and compares bytes, not ids. Anything that is not exactly one
+of the action strings maps to ``invalid`` (the task's invalid-action path).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .tokenizer import Tokenizer, token_byte_table
+
+
+def tokens_to_bytes(tokens: jax.Array, table: jax.Array, lengths: jax.Array, pad_id: int,
+                    width: int) -> tuple[jax.Array, jax.Array]:
+    """First ``width`` bytes of the text of ``tokens`` (one env) and its full byte length.
+
+    The text ends at the first ``pad_id``. Bytes past the end are 0.
+    """
+    live = jnp.cumprod(tokens != pad_id).astype(bool)
+    blen = jnp.where(live, lengths[tokens], 0)
+    ends = jnp.cumsum(blen)
+    total = ends[-1]
+    pos = jnp.arange(width, dtype=jnp.int32)
+    k = jnp.minimum(jnp.sum(ends[None, :] <= pos[:, None], axis=1), tokens.shape[0] - 1)
+    off = pos - (ends[k] - blen[k])
+    byte = table[tokens[k], jnp.clip(off, 0, table.shape[1] - 1)]
+    return jnp.where(pos < total, byte, 0).astype(jnp.uint8), total.astype(jnp.int32)
+
+
+class ActionParser:
+    """Exact-match parser for a task's action strings.
+
+    ``parse(tokens)`` maps int32[L] (one env, padded with ``pad_id``) to the index of
+    the matching string, or ``len(strings)`` when nothing matches.
+    """
+
+    def __init__(self, strings: Sequence[str], tokenizer: Tokenizer):
+        self.strings = tuple(strings)
+        self.tokenizer = tokenizer
+        self.pad_id = int(tokenizer.pad_id)
+        self.invalid = len(self.strings)
+        raw = [s.encode("utf-8") for s in self.strings]
+        # One byte past the longest string, so a longer text can never look equal.
+        self.width = max(len(b) for b in raw) + 1
+        self._want = np.zeros((len(raw), self.width), np.uint8)
+        for i, b in enumerate(raw):
+            self._want[i, : len(b)] = np.frombuffer(b, np.uint8)
+        self._want_len = np.asarray([len(b) for b in raw], np.int32)
+        self._table, self._lengths = token_byte_table(tokenizer, self.width)
+        self.encoded = [tokenizer.encode(s) for s in self.strings]
+        for s, ids in zip(self.strings, self.encoded):
+            if b"".join(tokenizer.token_bytes[i] for i in ids) != s.encode("utf-8"):
+                raise ValueError(f"tokenizer {tokenizer.name} cannot spell action {s!r} byte for byte")
+        self.max_tokens = max(len(e) for e in self.encoded)
+
+    def parse(self, tokens: jax.Array) -> jax.Array:
+        text, total = tokens_to_bytes(tokens, jnp.asarray(self._table), jnp.asarray(self._lengths),
+                                      self.pad_id, self.width)
+        want = jnp.asarray(self._want)
+        hit = jnp.all(text[None, :] == want, axis=1) & (total == jnp.asarray(self._want_len))
+        return jnp.where(jnp.any(hit), jnp.argmax(hit), self.invalid).astype(jnp.int32)
+
+    def encode(self, text: str, width: int | None = None) -> np.ndarray:
+        """Host helper: ``text`` as a padded int32 buffer (default width: longest action)."""
+        ids = self.tokenizer.encode(text)
+        width = self.max_tokens if width is None else int(width)
+        if len(ids) > width:
+            raise ValueError(f"{text!r} takes {len(ids)} tokens, more than width={width}; pass a larger width")
+        out = np.full((width,), self.pad_id, np.int32)
+        out[: len(ids)] = ids
+        return out
+
+    def table(self, width: int | None = None) -> np.ndarray:
+        """int32[num_actions, width]: the canonical tokens of every action string."""
+        return np.stack([self.encode(s, width) for s in self.strings])

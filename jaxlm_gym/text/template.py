@@ -1,0 +1,269 @@
+"""Templates: literal pieces and slots, from which a task's text is written.
+
+A template is a small tree:
+
+* ``Lit(text)`` — fixed text;
+* ``Slot(key, choices)`` — one string from a finite list, picked by the integer fact ``key``;
+* ``Seq(*parts)`` — parts one after another;
+* ``Switch(key, {value: node})`` — the case picked by fact ``key`` (no match: nothing);
+* ``Paraphrase(key, [node, ...])`` — like ``Switch``, but the alternative is drawn from the
+  PRNG key at render time (or pinned), and written back into the facts so the host text
+  can be rebuilt;
+* ``Block(node, repeat=W)`` — a top-level part of a ``Document``; with ``repeat`` its facts
+  have a leading axis of length ``W`` and the node is written once per row (history windows).
+
+Every piece must start and end on a pre-token boundary of the tokenizer, so that the
+tokens of the pieces laid end to end are exactly ``tokenizer.encode`` of the whole text.
+Put the leading space inside the slot's choices (``" 8"``, not ``" " + "8"``).
+``compile_document`` checks this for every pair of pieces that can touch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping, Sequence
+
+
+class Node:
+    """Base class of template nodes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Lit(Node):
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot(Node):
+    key: str
+    choices: tuple[str, ...]
+
+    def __init__(self, key: str, choices: Sequence[str]):
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "choices", tuple(choices))
+        if not self.choices:
+            raise ValueError(f"Slot {key!r} has no choices")
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq(Node):
+    parts: tuple[Node, ...]
+
+    def __init__(self, *parts: Node):
+        object.__setattr__(self, "parts", tuple(parts))
+
+
+@dataclasses.dataclass(frozen=True)
+class Switch(Node):
+    key: str
+    cases: tuple[tuple[int, Node], ...]
+
+    def __init__(self, key: str, cases: Mapping[int, Node]):
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "cases", tuple((int(v), n) for v, n in cases.items()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Paraphrase(Node):
+    """Alternative wordings; the choice is a fact the renderer draws from the key."""
+
+    key: str
+    alternatives: tuple[Node, ...]
+
+    def __init__(self, key: str, alternatives: Sequence[Node]):
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "alternatives", tuple(alternatives))
+        if not self.alternatives:
+            raise ValueError(f"Paraphrase {key!r} has no alternatives")
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    node: Node
+    repeat: int | None = None
+
+
+def digits(n: int, prefix: str = " ") -> str:
+    """LMRL-Gym's integer style: one digit at a time, space separated (11 -> '1 1')."""
+    return prefix + " ".join(str(int(n)))
+
+
+def digit_choices(upto: int, prefix: str = " ") -> tuple[str, ...]:
+    """Choices for a slot holding an integer in ``[0, upto)`` written digit by digit."""
+    return tuple(digits(i, prefix) for i in range(upto))
+
+
+# ---------------------------------------------------------------------------
+# Flattening: a node becomes a list of pieces, each a table of strings plus two
+# functions of the facts (which string, and whether the piece is present).
+
+IdxFn = Callable[[Mapping], object]
+
+
+@dataclasses.dataclass
+class Piece:
+    choices: tuple[str, ...]
+    index: IdxFn  # facts -> int index into choices
+    present: IdxFn  # facts -> bool
+
+
+def _const(v):
+    return lambda f: v
+
+
+def flatten(node: Node, xp) -> list[Piece]:
+    """Lay a node out as pieces. ``xp`` is the array module (jax.numpy)."""
+    if isinstance(node, Lit):
+        return [Piece((node.text,), _const(0), _const(True))]
+    if isinstance(node, Slot):
+        key = node.key
+        return [Piece(node.choices, lambda f, key=key: f[key], _const(True))]
+    if isinstance(node, Seq):
+        out: list[Piece] = []
+        for part in node.parts:
+            out.extend(flatten(part, xp))
+        return out
+    if isinstance(node, (Switch, Paraphrase)):
+        if isinstance(node, Switch):
+            cases = list(node.cases)
+        else:
+            cases = list(enumerate(node.alternatives))
+        flats = [(value, flatten(child, xp)) for value, child in cases]
+        width = max((len(fl) for _, fl in flats), default=0)
+        key = node.key
+        merged: list[Piece] = []
+        # Merge the cases position by position: piece i of the switch holds piece i of
+        # every case, so the piece count is the longest case's, not the sum.
+        for i in range(width):
+            members = [(value, fl[i]) for value, fl in flats if len(fl) > i]
+            choices: list[str] = []
+            offsets = []
+            for _, piece in members:
+                offsets.append(len(choices))
+                choices.extend(piece.choices)
+
+            def index(f, members=members, offsets=offsets, key=key):
+                sel = f[key]
+                out = 0
+                for (value, piece), off in zip(members, offsets):
+                    out = xp.where(sel == value, off + piece.index(f), out)
+                return out
+
+            def present(f, members=members, key=key):
+                sel = f[key]
+                out = False
+                for value, piece in members:
+                    out = xp.logical_or(out, xp.logical_and(sel == value, piece.present(f)))
+                return out
+
+            merged.append(Piece(tuple(choices), index, present))
+        return merged
+    raise TypeError(f"not a template node: {node!r}")
+
+
+# ---------------------------------------------------------------------------
+# Static analysis: keys read, paraphrase pools, longest text, touching pieces.
+
+
+def keys_of(node: Node) -> set[str]:
+    if isinstance(node, Lit):
+        return set()
+    if isinstance(node, Slot):
+        return {node.key}
+    if isinstance(node, Seq):
+        return set().union(*(keys_of(p) for p in node.parts)) if node.parts else set()
+    if isinstance(node, Switch):
+        return {node.key}.union(*(keys_of(c) for _, c in node.cases))
+    if isinstance(node, Paraphrase):
+        return {node.key}.union(*(keys_of(c) for c in node.alternatives))
+    raise TypeError(f"not a template node: {node!r}")
+
+
+def paraphrase_pools(node: Node) -> dict[str, int]:
+    """Paraphrase keys and their pool sizes."""
+    out: dict[str, int] = {}
+    if isinstance(node, Seq):
+        for p in node.parts:
+            out.update(paraphrase_pools(p))
+    elif isinstance(node, Switch):
+        for _, c in node.cases:
+            out.update(paraphrase_pools(c))
+    elif isinstance(node, Paraphrase):
+        out[node.key] = len(node.alternatives)
+        for c in node.alternatives:
+            out.update(paraphrase_pools(c))
+    return out
+
+
+def longest(node: Node, measure: Callable[[str], int]) -> int:
+    """Upper bound of ``measure`` (characters or tokens) over all renderings of ``node``."""
+    if isinstance(node, Lit):
+        return measure(node.text)
+    if isinstance(node, Slot):
+        return max(measure(c) for c in node.choices)
+    if isinstance(node, Seq):
+        return sum(longest(p, measure) for p in node.parts)
+    if isinstance(node, Switch):
+        return max((longest(c, measure) for _, c in node.cases), default=0)
+    if isinstance(node, Paraphrase):
+        return max(longest(c, measure) for c in node.alternatives)
+    raise TypeError(f"not a template node: {node!r}")
+
+
+@dataclasses.dataclass
+class _Edges:
+    first: set[str]
+    last: set[str]
+    nullable: bool
+    pairs: set[tuple[str, str]]
+
+
+def _edges(node: Node) -> _Edges:
+    """First/last strings and the pairs of strings that can stand side by side."""
+    if isinstance(node, (Lit, Slot)):
+        strings = {node.text} if isinstance(node, Lit) else set(node.choices)
+        nonempty = {s for s in strings if s}
+        return _Edges(nonempty, nonempty, "" in strings, set())
+    if isinstance(node, Seq):
+        return _chain([_edges(p) for p in node.parts])
+    children = [c for _, c in node.cases] if isinstance(node, Switch) else list(node.alternatives)
+    es = [_edges(c) for c in children]
+    return _Edges(
+        set().union(*(e.first for e in es)),
+        set().union(*(e.last for e in es)),
+        # A switch whose fact matches no case writes nothing.
+        isinstance(node, Switch) or any(e.nullable for e in es),
+        set().union(*(e.pairs for e in es)),
+    )
+
+
+def _chain(es: list[_Edges]) -> _Edges:
+    pairs: set[tuple[str, str]] = set().union(*(e.pairs for e in es)) if es else set()
+    for i, left in enumerate(es):
+        for right in es[i + 1 :]:
+            pairs.update((a, b) for a in left.last for b in right.first)
+            if not right.nullable:
+                break
+    first: set[str] = set()
+    for e in es:
+        first |= e.first
+        if not e.nullable:
+            break
+    last: set[str] = set()
+    for e in reversed(es):
+        last |= e.last
+        if not e.nullable:
+            break
+    return _Edges(first, last, all(e.nullable for e in es), pairs)
+
+
+def touching_pairs(blocks: Sequence[Block]) -> set[tuple[str, str]]:
+    """Every pair of piece strings that can be adjacent in some rendering."""
+    parts = []
+    for block in blocks:
+        e = _edges(block.node)
+        if block.repeat and block.repeat > 1:
+            # Rows follow rows (empty rows may sit between two full ones).
+            e = _Edges(e.first, e.last, e.nullable, e.pairs | {(a, b) for a in e.last for b in e.first})
+        parts.append(e)
+    return _chain(parts).pairs

@@ -1,0 +1,219 @@
+"""``make_vec``: a batch of envs as one pure, jittable pair of functions.
+
+``VecEnv.reset(key)`` and ``VecEnv.step(key, state, action)`` vmap the core over
+``num_envs`` envs, render observations as symbols and/or token buffers, and (with
+``action_mode="tokens"``) parse the agent's action text in-graph. Both are pure: call
+them inside ``jax.jit`` and ``jax.lax.scan``; each traces once per shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from . import registry
+from .text import ActionParser, get_tokenizer
+
+OBS_MODES = ("symbolic", "tokens", "both")
+ACTION_MODES = ("index", "tokens")
+
+
+class VecEnv:
+    """``num_envs`` copies of one task, stepped together.
+
+    Observation (dict, leading axis ``num_envs``):
+      ``facts``: the core's text facts (always; ``decode`` writes text from them);
+      ``symbolic``: the core's symbolic view (obs_mode "symbolic" or "both");
+      ``tokens`` int32[N, L], ``length`` int32[N], ``mask`` bool[N, L]: the text as token
+      ids, right-padded with ``pad_id`` (obs_mode "tokens" or "both").
+    Action: int32[N] indices (action_mode "index"; ``num_actions`` means "no action's
+      text"), or int32[N, L] token ids of the action text, padded with ``pad_id``
+      (action_mode "tokens"; parsed in-graph by exact text match).
+    ``step`` returns ``(obs, state, reward, terminated, truncated, info)``, auto-resets
+    finished envs and keeps the pre-reset observation in ``info["final_observation"]``;
+    with ``action_mode="tokens"``, ``info["action_index"]`` is the parsed action.
+    """
+
+    def __init__(self, env_id: str, env, params, num_envs: int, obs_mode: str, action_mode: str,
+                 tokenizer=None, sharding=None, max_tokens: int | None = None, paraphrase: int | None = None):
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        self.id = env_id
+        self.env = env
+        self.params = params
+        self.num_envs = int(num_envs)
+        self.obs_mode = obs_mode
+        self.action_mode = action_mode
+        self.task_text = registry.spec(env_id).text(env)
+        wants_tokens = obs_mode != "symbolic" or action_mode == "tokens" or tokenizer is not None
+        self.tokenizer = get_tokenizer(tokenizer) if wants_tokens else None
+        text_tok = self.tokenizer if obs_mode != "symbolic" else None
+        if max_tokens is not None and text_tok is None:
+            raise ValueError("max_tokens only applies with obs_mode 'tokens' or 'both'")
+        self.text = self.task_text.document.compile(text_tok, max_tokens, paraphrase)
+        self.parser = None
+        if action_mode == "tokens" or self.tokenizer is not None:
+            if not self.task_text.actions:
+                raise ValueError(f"{env_id} has no fixed action strings; use action_mode='index'")
+            self.parser = ActionParser(self.task_text.actions, self.tokenizer)
+        self.sharding = _resolve_sharding(sharding, self.num_envs)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_actions(self) -> int:
+        return self.env.num_actions
+
+    @property
+    def action_strings(self) -> tuple[str, ...]:
+        return tuple(self.task_text.actions)
+
+    @property
+    def max_tokens(self) -> int | None:
+        """Length of the observation token buffer (None in symbolic mode)."""
+        return self.text.max_tokens
+
+    @property
+    def pad_id(self) -> int | None:
+        return None if self.tokenizer is None else int(self.tokenizer.pad_id)
+
+    def __repr__(self) -> str:
+        return (f"VecEnv({self.id!r}, num_envs={self.num_envs}, obs_mode={self.obs_mode!r}, "
+                f"action_mode={self.action_mode!r}, max_tokens={self.max_tokens})")
+
+    # ------------------------------------------------------------------ pure API
+    def reset(self, key: jax.Array, params=None):
+        """Reset all envs: ``(obs, state)``, batched along axis 0."""
+        params = self.params if params is None else params
+        env_keys, text_keys = self._split(key)
+        core_obs, state = jax.vmap(self.env.reset, in_axes=(0, None))(env_keys, params)
+        return self._shard(self._view(core_obs, text_keys)), self._shard(state)
+
+    def step(self, key: jax.Array, state, action, params=None):
+        """Step all envs: ``(obs, state, reward, terminated, truncated, info)``."""
+        params = self.params if params is None else params
+        state = self._shard(state)
+        index = self._action_index(action)
+        env_keys, text_keys = self._split(key)
+        core_obs, state, reward, terminated, truncated, info = jax.vmap(
+            self.env.step, in_axes=(0, 0, 0, None))(env_keys, state, index, params)
+        info = dict(info)
+        info["final_observation"] = self._view(info["final_observation"], text_keys)
+        if self.action_mode == "tokens":
+            info["action_index"] = index
+        out = (self._view(core_obs, text_keys), state, reward, terminated, truncated, info)
+        return self._shard(out)
+
+    # ------------------------------------------------------------------ host helpers
+    def decode(self, obs) -> list[str]:
+        """The host text of every env's observation (what a person or an LLM would read)."""
+        return self.text.host_batch(obs["facts"])
+
+    def encode_action(self, text: str, width: int | None = None) -> np.ndarray:
+        """Token ids of one action text, int32[width] padded with ``pad_id``."""
+        return self._need_parser().encode(text, width)
+
+    def encode_actions(self, texts, width: int | None = None) -> np.ndarray:
+        """Token ids of ``num_envs`` action texts, int32[N, width]."""
+        texts = list(texts)
+        if len(texts) != self.num_envs:
+            raise ValueError(f"expected {self.num_envs} action texts, got {len(texts)}")
+        if width is None:
+            width = max(self._need_parser().max_tokens, *(len(self.tokenizer.encode(t)) for t in texts))
+        return np.stack([self.encode_action(t, width) for t in texts])
+
+    def action_token_table(self, width: int | None = None) -> np.ndarray:
+        """int32[num_actions, width]: canonical token ids of every action string."""
+        return self._need_parser().table(width)
+
+    # ------------------------------------------------------------------ internals
+    def _need_parser(self) -> ActionParser:
+        if self.parser is None:
+            raise ValueError("action text needs a tokenizer: use action_mode='tokens', obs_mode "
+                             "'tokens'/'both', or pass tokenizer=")
+        return self.parser
+
+    def _split(self, key):
+        if not self.text.pools:
+            return jax.random.split(key, self.num_envs), None
+        keys = jax.random.split(key, 2 * self.num_envs)
+        return keys[: self.num_envs], keys[self.num_envs:]
+
+    def _view(self, core_obs, text_keys) -> dict:
+        facts = core_obs["facts"]
+        if text_keys is not None:
+            facts = jax.vmap(self.text.draw)(text_keys, facts)
+        out: dict[str, Any] = {"facts": facts}
+        if self.obs_mode != "tokens":
+            out["symbolic"] = core_obs["symbolic"]
+        if self.obs_mode != "symbolic":
+            out.update(jax.vmap(self.text.render)(facts))
+        return out
+
+    def _action_index(self, action):
+        n = self.num_envs
+        if not hasattr(action, "shape") or not hasattr(action, "dtype"):
+            action = jnp.asarray(action)
+        if self.action_mode == "index":
+            if not jnp.issubdtype(action.dtype, jnp.integer):
+                raise TypeError(f"{self.id}: actions must be integer indices, got dtype {action.dtype}; "
+                                f"valid: 0..{self.num_actions - 1} = {list(self.action_strings)}, "
+                                f"{self.num_actions} = not an action")
+            if tuple(action.shape) != (n,):
+                raise ValueError(f"{self.id}: action shape must be ({n},) (one index per env), "
+                                 f"got {tuple(action.shape)}")
+            return self._shard(action.astype(jnp.int32))
+        if not jnp.issubdtype(action.dtype, jnp.integer):
+            raise TypeError(f"{self.id}: action_mode='tokens' takes int32 token ids, got dtype {action.dtype}")
+        if action.ndim != 2 or action.shape[0] != n or action.shape[1] < 1:
+            raise ValueError(f"{self.id}: action tokens must have shape ({n}, L) with L >= 1, "
+                             f"padded with pad_id={self.pad_id}; got {tuple(action.shape)}")
+        return jax.vmap(self.parser.parse)(self._shard(action.astype(jnp.int32)))
+
+    def _shard(self, tree):
+        if self.sharding is None:
+            return tree
+        return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, self.sharding), tree)
+
+
+def _resolve_sharding(sharding, num_envs: int):
+    """A NamedSharding that splits axis 0 (the env batch) over devices, or None."""
+    if sharding is None:
+        return None
+    if isinstance(sharding, Mesh):
+        mesh, axis = sharding, tuple(sharding.axis_names)
+    elif isinstance(sharding, NamedSharding):
+        mesh, spec = sharding.mesh, sharding.spec
+        axis = spec[0] if len(spec) else None
+        if axis is None:
+            raise ValueError("sharding must split axis 0 (the env batch), e.g. NamedSharding(mesh, P('envs'))")
+    else:
+        raise TypeError(f"sharding must be a jax.sharding.Mesh or NamedSharding, got {type(sharding).__name__}")
+    names = axis if isinstance(axis, tuple) else (axis,)
+    size = int(np.prod([mesh.shape[a] for a in names]))
+    if num_envs % size:
+        raise ValueError(f"num_envs={num_envs} must be a multiple of the {size} devices of the sharding")
+    return NamedSharding(mesh, PartitionSpec(axis))
+
+
+def make_vec(id: str, num_envs: int, obs_mode: str = "symbolic", action_mode: str = "index",
+             tokenizer=None, sharding=None, max_tokens: int | None = None, paraphrase: int | None = None,
+             **config) -> VecEnv:
+    """Build ``num_envs`` envs of ``id`` as one batched, jittable ``VecEnv``.
+
+    ``obs_mode``: "symbolic", "tokens" or "both". ``action_mode``: "index" or "tokens".
+    ``tokenizer``: None (GPT-2 BPE), a HF tokenizer or a local folder. ``sharding``: a
+    ``Mesh`` or ``NamedSharding`` that splits the env batch over devices.
+    ``max_tokens``: observation buffer length (default: the task's longest text; smaller
+    is an error). ``paraphrase``: pin every paraphrase pool to this index.
+    ``config``: the task's options and params (see ``make``).
+    """
+    env, params = registry.make(id, **config)
+    return VecEnv(id, env, params, num_envs, obs_mode, action_mode, tokenizer, sharding, max_tokens, paraphrase)

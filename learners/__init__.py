@@ -1,0 +1,1 @@
+"""JAX learners (BC, filtered BC, MC returns, ILQL, PPO) that train inside jitted loops."""
