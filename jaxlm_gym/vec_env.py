@@ -175,7 +175,7 @@ class VecEnv:
         if action.ndim != 2 or action.shape[0] != n or action.shape[1] < 1:
             raise ValueError(f"{self.id}: action tokens must have shape ({n}, L) with L >= 1, "
                              f"padded with pad_id={self.pad_id}; got {tuple(action.shape)}")
-        return jax.vmap(self.parser.parse)(self._shard(action.astype(jnp.int32)))
+        return self.parser.parse_batch(self._shard(action.astype(jnp.int32)))
 
     def _shard(self, tree):
         if self.sharding is None:

@@ -45,6 +45,7 @@ WALL_DIRS = np.array([[0, 1], [0, -1], [-1, 0], [1, 0]], np.int32)
 
 # Kinds of observation text in the window (the ``kind`` / ``pair_kind`` facts).
 EMPTY, DESCRIBE, SUCCESS, FAILURE = 0, 1, 2, 3
+NO_ACTION = 4  # ``pair_action`` of an empty pair
 # ``status`` of a state / symbolic observation.
 RUNNING, WON, TIMED_OUT = 0, 1, 2
 
@@ -107,8 +108,8 @@ class Maze(TextEnv):
         ``pair_kind`` int32[M], ``pair_walls`` int32[M, 4]. Kinds: 0 empty,
         1 observation, 2 success, 3 failure.
       facts: ``kind``, ``walls`` (bit code 0..15) int32 scalars of the first text, FO
-        also ``pos_r pos_c goal_r goal_c``; with pairs, int32[M] ``pair_action`` and
-        ``pair_<key>`` for each of those.
+        also ``pos_r pos_c goal_r goal_c``; with pairs, int32[M] ``pair_action`` (4 in
+        an empty pair) and ``pair_<key>`` for each of those.
     Action: int32 scalar, 0 left, 1 right, 2 up, 3 down; 4 (or any other value) is text
       that is no move.
     Reward: float32; 0 on reaching the goal, -4 invalid, -1 otherwise, -1 on the
@@ -117,6 +118,8 @@ class Maze(TextEnv):
       with ``failure_step=False``, after ``max_steps_in_episode`` steps).
     State: ``MazeState``.
     """
+
+    step_needs_key = False  # moves are deterministic; only the auto-reset draws
 
     def __init__(self, observability: str = "fo", layout: str = "double_t", window: int | None = None,
                  wipe_history_on_invalid: bool = True, failure_step: bool = True):
@@ -173,7 +176,7 @@ class Maze(TextEnv):
                 "status": spaces.Discrete(3),
                 "first_kind": spaces.Discrete(4),
                 "first_walls": spaces.Box(0, 1, (4,), jnp.int32),
-                "pair_action": spaces.Box(0, 3, (self.pairs,), jnp.int32),
+                "pair_action": spaces.Box(0, 4, (self.pairs,), jnp.int32),
                 "pair_kind": spaces.Box(0, 3, (self.pairs,), jnp.int32),
                 "pair_walls": spaces.Box(0, 1, (self.pairs, 4), jnp.int32),
             }
@@ -215,7 +218,8 @@ class Maze(TextEnv):
     def _only(self, first: dict) -> dict:
         """A window holding one observation and no pairs."""
         window = dict(first)
-        window.update({k: jnp.zeros((self.pairs,), jnp.int32) for k in self.pair_keys})
+        window.update({k: jnp.full((self.pairs,), NO_ACTION if k == "pair_action" else 0, jnp.int32)
+                       for k in self.pair_keys})
         return window
 
     def _append(self, window: dict, action, kind, pos, goal) -> dict:
@@ -238,9 +242,11 @@ class Maze(TextEnv):
     def reset_env(self, key: jax.Array, params: MazeParams):
         free = jnp.asarray(self.free_cells)
         goal = jnp.asarray(params.goal, jnp.int32)
-        # Uniform over the free cells other than the goal: draw among n-1 and skip it.
+        # Uniform over the free cells other than the goal: draw among n-1 and skip it. One
+        # 32-bit draw modulo 25 (bias < 1e-8) costs a third of ``randint``, which splits
+        # the key and draws twice.
         goal_idx = jnp.argmax(jnp.all(free == goal, axis=1))
-        j = jax.random.randint(key, (), 0, free.shape[0] - 1)
+        j = (jax.random.bits(key, (), jnp.uint32) % (free.shape[0] - 1)).astype(jnp.int32)
         drawn = free[j + (j >= goal_idx)]
         given = jnp.asarray(params.start, jnp.int32)
         pos = jnp.where(given[0] >= 0, given, drawn)

@@ -41,9 +41,9 @@ def maze_text(env: maze.Maze) -> TaskText:
     fo = env.observability == "fo"
     blocks = [Block(_observation("", fo, num))]
     if env.pairs:
-        # A pair is present when its observation is (pair_kind != EMPTY).
-        pair = Switch("pair_kind", {k: Seq(Slot("pair_action", ACTIONS), _observation("pair_", fo, num))
-                                    for k in (maze.DESCRIBE, maze.SUCCESS, maze.FAILURE)})
+        # An empty pair has no action (pair_action 4) and no observation (pair_kind 0).
+        moves = Switch("pair_action", {i: Lit(s) for i, s in enumerate(ACTIONS)})
+        pair = Seq(moves, _observation("pair_", fo, num))
         blocks.append(Block(pair, repeat=env.pairs))
     return TaskText(Document(*blocks), ACTIONS)
 

@@ -27,12 +27,15 @@ def tokens_to_bytes(tokens: jax.Array, table: jax.Array, lengths: jax.Array, pad
     live = jnp.cumprod(tokens != pad_id).astype(bool)
     blen = jnp.where(live, lengths[tokens], 0)
     ends = jnp.cumsum(blen)
+    begins = ends - blen
     total = ends[-1]
-    pos = jnp.arange(width, dtype=jnp.int32)
-    k = jnp.minimum(jnp.sum(ends[None, :] <= pos[:, None], axis=1), tokens.shape[0] - 1)
-    off = pos - (ends[k] - blen[k])
-    byte = table[tokens[k], jnp.clip(off, 0, table.shape[1] - 1)]
-    return jnp.where(pos < total, byte, 0).astype(jnp.uint8), total.astype(jnp.int32)
+    pos = jnp.arange(width, dtype=jnp.int32)[:, None]
+    inside = (pos >= begins[None]) & (pos < ends[None])
+    # Byte q reads token k (begin_k <= q < end_k) at offset q - begin_k.
+    tok = jnp.sum(jnp.where(inside, tokens[None], 0), axis=1)
+    off = jnp.sum(jnp.where(inside, pos - begins[None], 0), axis=1)
+    byte = table[tok, jnp.clip(off, 0, table.shape[1] - 1)]
+    return jnp.where(pos[:, 0] < total, byte, 0).astype(jnp.uint8), total.astype(jnp.int32)
 
 
 class ActionParser:
@@ -61,7 +64,33 @@ class ActionParser:
                 raise ValueError(f"tokenizer {tokenizer.name} cannot spell action {s!r} byte for byte")
         self.max_tokens = max(len(e) for e in self.encoded)
 
+    def parse_batch(self, tokens: jax.Array) -> jax.Array:
+        """int32[N, L] -> int32[N]. Token ids equal to an action's own encoding match it
+        at once; the byte-level text match runs only if some env wrote anything else
+        (same result, far less work for policies that emit canonical tokens)."""
+        n, width = tokens.shape
+        canon = np.full((len(self.strings), width), self.pad_id, np.int32)
+        cmp_width = np.zeros((len(self.strings),), np.int32)
+        for a, ids in enumerate(self.encoded):
+            if len(ids) <= width:  # longer encodings cannot match at this width
+                canon[a, : len(ids)] = ids
+                cmp_width[a] = min(len(ids) + 1, width)  # ids, then the ending pad
+            else:
+                canon[a, :] = -1
+                cmp_width[a] = width
+        cols = jnp.arange(width)[None, :] < jnp.asarray(cmp_width)[:, None]  # [A, L]
+        same = (tokens[:, None, :] == jnp.asarray(canon)[None]) | ~cols[None]
+        hit = jnp.all(same, axis=2)  # [N, A]
+        fast = jnp.where(jnp.any(hit, axis=1), jnp.argmax(hit, axis=1), self.invalid).astype(jnp.int32)
+        known = jnp.any(hit, axis=1)
+
+        def slow(_):
+            return jnp.where(known, fast, jax.vmap(self.parse)(tokens))
+
+        return jax.lax.cond(jnp.all(known), lambda _: fast, slow, None)
+
     def parse(self, tokens: jax.Array) -> jax.Array:
+        """int32[L] -> int32: the action whose text the tokens spell, else ``invalid``."""
         text, total = tokens_to_bytes(tokens, jnp.asarray(self._table), jnp.asarray(self._lengths),
                                       self.pad_id, self.width)
         want = jnp.asarray(self._want)

@@ -105,6 +105,7 @@ class Piece:
     choices: tuple[str, ...]
     index: IdxFn  # facts -> int index into choices
     present: IdxFn  # facts -> bool
+    optional: bool = False  # False: present is always True
 
 
 def _const(v):
@@ -156,9 +157,51 @@ def flatten(node: Node, xp) -> list[Piece]:
                     out = xp.logical_or(out, xp.logical_and(sel == value, piece.present(f)))
                 return out
 
-            merged.append(Piece(tuple(choices), index, present))
+            merged.append(Piece(tuple(choices), index, present, optional=True))
         return merged
     raise TypeError(f"not a template node: {node!r}")
+
+
+def fuse(pieces: list[Piece], xp, limit: int = 256) -> list[Piece]:
+    """Fuse runs of adjacent pieces into one piece over the product of their choices,
+    while the product stays <= ``limit``. Rendering costs O(buffer length x pieces), so
+    fewer, larger tables are faster; an absent piece counts as one more (empty) choice."""
+    groups: list[list[Piece]] = []
+    size = limit + 1
+    for p in pieces:
+        n = len(p.choices) + p.optional
+        if size * n > limit:
+            groups.append([])
+            size = 1
+        groups[-1].append(p)
+        size *= n
+    out = []
+    for group in groups:
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        options = [list(p.choices) + ([""] if p.optional else []) for p in group]
+        choices = [""]
+        for opts in options:
+            choices = [a + b for a in choices for b in opts]
+        strides = []
+        stride = 1
+        for opts in reversed(options):
+            strides.append(stride)
+            stride *= len(opts)
+        strides.reverse()
+
+        def index(f, group=group, strides=strides):
+            out = 0
+            for p, stride in zip(group, strides):
+                i = p.index(f)
+                if p.optional:
+                    i = xp.where(p.present(f), i, len(p.choices))  # the trailing "" option
+                out = out + i * stride
+            return out
+
+        out.append(Piece(tuple(choices), index, _const(True)))
+    return out
 
 
 # ---------------------------------------------------------------------------
