@@ -228,13 +228,14 @@ class Maze(TextEnv):
         if not self.pairs:
             return obs
         pair = {"pair_action": jnp.asarray(action, jnp.int32), **{"pair_" + k: v for k, v in obs.items()}}
-        full = window["pair_kind"][0] != EMPTY
         out = {k: jnp.concatenate([window[k][1:], pair[k][None]]) for k in self.pair_keys}
-        # On overflow the oldest pair leaves; with an odd window its observation stays as
-        # the leading text, with an even one the leading text goes too.
         if self.window % 2:
+            # W = 2M + 1 texts: once the oldest pair leaves, its observation leads.
+            full = window["pair_kind"][0] != EMPTY
             lead = {k: window["pair_" + k][0] for k in self.first_keys}
         else:
+            # W = 2M texts: with M pairs there is no room left for a leading observation.
+            full = out["pair_kind"][0] != EMPTY
             lead = {k: jnp.int32(0) for k in self.first_keys}  # kind 0 = EMPTY
         out.update({k: jnp.where(full, lead[k], window[k]) for k in self.first_keys})
         return out

@@ -1,0 +1,40 @@
+"""Smoke test of the throughput benchmark CLI (benchmarks/throughput.py), sized down."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_throughput_cli_smoke(tmp_path):
+    out_json, out_png = tmp_path / "out" / "t.json", tmp_path / "out" / "t.png"
+    cmd = [sys.executable, "benchmarks/throughput.py", "--envs", "maze-fo", "--num-envs", "2", "--steps", "3",
+           "--allow-short", "--repeats", "1", "--obs-mode", "symbolic,tokens", "--json", str(out_json),
+           "--plot", str(out_png), "--no-cartpole"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    data = json.loads(out_json.read_text())
+    assert set(data) >= {"rows", "machine", "command"}
+    assert {"cpu_count", "jax", "backend", "devices"} <= set(data["machine"])
+    rows = data["rows"]
+    assert [(r["env"], r["obs_mode"], r["num_envs"]) for r in rows] == [("maze-fo", "symbolic", 2),
+                                                                         ("maze-fo", "tokens", 2)]
+    for r in rows:
+        assert {"compile_s", "steps", "repeats", "seconds", "steps_per_s_best", "steps_per_s_median"} <= set(r)
+        assert r["steps_per_s_best"] > 0 and r["steps_per_s_median"] > 0 and r["compile_s"] > 0
+
+    assert "| env | obs_mode | num_envs |" in proc.stdout and "maze-fo" in proc.stdout
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert out_png.exists() and out_png.stat().st_size > 0
+
+
+def test_throughput_cli_rejects_short_runs(tmp_path):
+    cmd = [sys.executable, "benchmarks/throughput.py", "--envs", "maze-fo", "--steps", "3",
+           "--json", str(tmp_path / "t.json"), "--no-cartpole"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--allow-short" in proc.stderr
+    assert not (tmp_path / "t.json").exists()
