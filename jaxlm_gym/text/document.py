@@ -75,9 +75,10 @@ class CompiledText:
 
     # ------------------------------------------------------------------ tokens
     def _compile_tokens(self, tok: Tokenizer, max_tokens: int | None):
-        unique = sorted(set(self.strings))
+        pairs = sorted(touching_pairs(self.document.blocks))
+        unique = sorted(set(self.strings) | {s for pair in pairs for s in pair})
         enc = dict(zip(unique, tok.encode_batch(unique)))
-        self._check_boundaries(tok, enc)
+        self._check_boundaries(tok, enc, pairs)
         lens = np.asarray([len(enc[s]) for s in self.strings], np.int32)
         starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int32)
         flat = [t for s in self.strings for t in enc[s]] or [tok.pad_id]
@@ -98,8 +99,8 @@ class CompiledText:
         self.max_tokens = int(max_tokens)
         self.pad_id = int(tok.pad_id)
 
-    def _check_boundaries(self, tok: Tokenizer, enc: Mapping[str, list[int]]):
-        pairs = sorted(touching_pairs(self.document.blocks))
+    def _check_boundaries(self, tok: Tokenizer, enc: Mapping[str, list[int]], pairs: list[tuple[str, str]]):
+        """Every two pieces that can touch must tokenize apart exactly as together."""
         if not pairs:
             return
         joined = tok.encode_batch([a + b for a, b in pairs])
