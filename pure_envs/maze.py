@@ -143,6 +143,7 @@ class Maze(TextEnv):
         self.fact_shapes.update({k: (self.pairs,) for k in self.pair_keys})
         self.free_cells = np.argwhere(self.layout == 0).astype(np.int32)  # argwhere order, as the reference
         self.distances = all_pairs_distances(self.layout)
+        self.wall_codes = wall_codes(self.layout)  # one lookup instead of four per call
 
     # ------------------------------------------------------------------ gymnax API
     @property
@@ -203,12 +204,7 @@ class Maze(TextEnv):
     # ------------------------------------------------------------------ dynamics
     def _walls(self, pos: jax.Array) -> jax.Array:
         """Wall bit code at ``pos`` (bit i set: wall in direction i of WALL_DIRS)."""
-        h, w = self.layout.shape
-        nb = pos[None, :] + jnp.asarray(WALL_DIRS)
-        inside = (nb[:, 0] >= 0) & (nb[:, 0] < h) & (nb[:, 1] >= 0) & (nb[:, 1] < w)
-        cell = jnp.asarray(self.layout)[jnp.clip(nb[:, 0], 0, h - 1), jnp.clip(nb[:, 1], 0, w - 1)]
-        wall = jnp.logical_or(~inside, cell == 1)
-        return jnp.sum(wall.astype(jnp.int32) << jnp.arange(4, dtype=jnp.int32))
+        return jnp.asarray(self.wall_codes)[pos[0], pos[1]]
 
     def _first(self, kind, pos, goal) -> dict:
         values = {"kind": kind, "walls": self._walls(pos), "pos_r": pos[0], "pos_c": pos[1],
@@ -333,6 +329,16 @@ def bfs_distances(layout: np.ndarray, goal: tuple[int, int]) -> np.ndarray:
                 dist[nr, nc] = dist[r, c] + 1
                 queue.append((nr, nc))
     return dist
+
+
+def wall_codes(layout: np.ndarray) -> np.ndarray:
+    """int32[H, W]: the wall bit code of every cell (outside the grid counts as wall)."""
+    h, w = layout.shape
+    padded = np.pad(layout, 1, constant_values=1)
+    codes = np.zeros((h, w), np.int32)
+    for i, (dr, dc) in enumerate(WALL_DIRS):
+        codes |= padded[1 + dr: 1 + dr + h, 1 + dc: 1 + dc + w].astype(np.int32) << i
+    return codes
 
 
 def all_pairs_distances(layout: np.ndarray) -> np.ndarray:
