@@ -202,6 +202,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-cartpole", action="store_true", help="skip the gymnax CartPole-v1 reference rows")
     p.add_argument("--quick", action="store_true", help="smoke run: num_envs 1,64 and 100 steps")
     p.add_argument("--allow-short", action="store_true", help="allow --steps < 100 (tests)")
+    p.add_argument("--table-from", type=Path, default=None,
+                   help="print the Markdown table of a saved JSON result and exit (for the README)")
     args = p.parse_args(argv)
     if args.quick:
         args.num_envs, args.steps = [1, 64], 100
@@ -224,6 +226,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.table_from is not None:
+        saved = json.loads(args.table_from.read_text())
+        print(markdown_table(saved["rows"]))
+        m = saved["machine"]
+        print(f"\n`{saved['command']}` on {m['backend']} ({', '.join(m['devices'])}), {m['cpu_count']} CPUs, "
+              f"jax {m['jax']}")
+        return 0
     jobs = [(env, mode, n, lambda e=env, m=mode, n=n: make_run_jaxlm(e, n, m, args.steps))
             for env in args.envs for mode in args.obs_mode for n in args.num_envs]
     if not args.no_cartpole:

@@ -52,9 +52,3 @@ class TextEnv(environment.Environment):
     def invalid_action(self) -> int:
         """The action index meaning "text that is no action of this task"."""
         return self.num_actions
-
-    def __hash__(self) -> int:  # gymnax jits ``step`` with ``self`` static
-        return id(self)
-
-    def __eq__(self, other) -> bool:
-        return self is other

@@ -83,17 +83,27 @@ FREE = [tuple(int(v) for v in c) for c in np.argwhere(LAYOUT == 0)]
 STARTS = [c for c in FREE if c != GOAL]
 
 
+_VECS = {}
+
+
 def _single(env_id, start, action_mode="tokens", **config):
-    return jaxlm_gym.make_vec(env_id, 1, obs_mode="both", action_mode=action_mode, start=start, **config)
+    """A one-env VecEnv (cached per config, so its jitted functions compile once) and params."""
+    key = (env_id, action_mode, tuple(sorted(config.items())))
+    if key not in _VECS:
+        vec = jaxlm_gym.make_vec(env_id, 1, obs_mode="both", action_mode=action_mode, **config)
+        _VECS[key] = (vec, jax.jit(vec.reset), jax.jit(vec.step))
+    vec, reset, step = _VECS[key]
+    params = vec.params.replace(start=start)
+    vec.env.check_params(params)
+    return vec, params, reset, step
 
 
 class Driver:
     """Steps a one-env VecEnv with action texts and returns host text, reward and flags."""
 
-    def __init__(self, vec):
-        self.vec = vec
-        self._step = jax.jit(vec.step)
-        self.obs, self.state = jax.jit(vec.reset)(jax.random.key(0))
+    def __init__(self, single):
+        self.vec, self.params, _reset, self._jit_step = single
+        self.obs, self.state = _reset(jax.random.key(0), self.params)
         self.t = 0
 
     def text(self):
@@ -102,7 +112,8 @@ class Driver:
     def step(self, action_text):
         self.t += 1
         tokens = jnp.asarray(self.vec.encode_actions([action_text], width=8))
-        self.obs, self.state, r, te, tr, info = self._step(jax.random.key(self.t), self.state, tokens)
+        self.obs, self.state, r, te, tr, info = self._jit_step(jax.random.key(self.t), self.state, tokens,
+                                                               self.params)
         final = self.vec.decode(info["final_observation"])[0]
         return final, float(r[0]), bool(te[0]), bool(tr[0])
 
@@ -199,7 +210,7 @@ def test_reward_table_and_success():
 
 
 def test_text_actions_match_exactly():
-    vec = _single("maze-fo", (5, 6))
+    vec = _single("maze-fo", (5, 6))[0]
     tok = vec.tokenizer
     parse = jax.jit(vec.parser.parse_batch)
 
@@ -279,13 +290,13 @@ def test_uniform_start_and_given_start():
 
 
 def test_symbolic_observation():
-    vec = _single("maze-fo", (1, 11), action_mode="index")
-    obs, _ = vec.reset(jax.random.key(0))
+    vec, params, reset, _ = _single("maze-fo", (1, 11), action_mode="index")
+    obs, _ = reset(jax.random.key(0), params)
     sym = jax.tree.map(lambda x: np.asarray(x[0]).tolist(), obs["symbolic"])
     assert sym == {"position": [1, 11], "goal": [8, 6], "walls": [1, 0, 1, 1], "status": 0}
-    po = _single("maze-po", (1, 11), action_mode="index")
-    obs, state = po.reset(jax.random.key(0))
-    obs, *_ = po.step(jax.random.key(1), state, jnp.asarray([0]))
+    _, params, reset, step = _single("maze-po", (1, 11), action_mode="index")
+    obs, state = reset(jax.random.key(0), params)
+    obs, *_ = step(jax.random.key(1), state, jnp.asarray([0]), params)
     sym = jax.tree.map(lambda x: np.asarray(x[0]), obs["symbolic"])
     assert "position" not in sym and sym["walls"].tolist() == [0, 0, 1, 1]
     assert sym["pair_action"][-1] == 0 and sym["pair_kind"][-1] == maze.DESCRIBE
