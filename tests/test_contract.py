@@ -172,6 +172,37 @@ def test_vmap_equals_loop_of_single_envs(env_id):
         state = new_state
 
 
+def _check_space(space, x, path="obs"):
+    """Every leaf of ``x`` has the shape and lies in the range its space declares."""
+    from gymnax.environments import spaces
+
+    if isinstance(space, spaces.Dict):
+        assert set(space.spaces) == set(x), (path, sorted(space.spaces), sorted(x))
+        for k, sub in space.spaces.items():
+            _check_space(sub, x[k], f"{path}.{k}")
+    elif isinstance(space, spaces.Box):
+        x = np.asarray(x)
+        assert x.shape[1:] == tuple(space.shape), (path, x.shape, space.shape)
+        assert (x >= np.asarray(space.low)).all() and (x <= np.asarray(space.high)).all(), (path, x)
+    elif isinstance(space, spaces.Discrete):
+        x = np.asarray(x)
+        assert x.ndim == 1 and ((x >= 0) & (x < space.n)).all(), (path, x)
+    else:
+        raise AssertionError(f"{path}: unexpected space {space!r}")
+
+
+def test_observations_lie_in_the_observation_space(case):
+    vec, params, traj = case
+    space = vec.env.observation_space(params)
+    for obs, *_ in traj:
+        core = {"facts": obs["facts"]}
+        if "symbolic" in obs:
+            core["symbolic"] = obs["symbolic"]
+        else:
+            space = type(space)({"facts": space.spaces["facts"]})
+        _check_space(space, core)
+
+
 @pytest.mark.parametrize("env_id", jaxlm_gym.list_envs())
 def test_core_is_a_gymnax_environment(env_id):
     from gymnax.environments.environment import Environment
