@@ -11,10 +11,16 @@ from .text import Document
 
 @dataclasses.dataclass(frozen=True)
 class TaskText:
-    """What the text layer needs from a task: its observation document and action strings."""
+    """What the text layer needs from a task: its observation document and action strings.
+
+    ``parser``: optional ``tokenizer -> parser`` factory for tasks whose actions are too
+    many for the exact-match ``ActionParser`` (same interface: ``parse_batch``, ``encode``,
+    ``table``, ``max_tokens``, ``invalid``); None uses ``ActionParser(actions, tokenizer)``.
+    """
 
     document: Document
     actions: Sequence[str] = ()
+    parser: Callable[[Any], Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

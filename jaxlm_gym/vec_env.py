@@ -61,9 +61,12 @@ class VecEnv:
         self.text = self.task_text.document.compile(text_tok, max_tokens, paraphrase)
         self.parser = None
         if action_mode == "tokens" or self.tokenizer is not None:
-            if not self.task_text.actions:
+            if self.task_text.parser is not None:
+                self.parser = self.task_text.parser(self.tokenizer)
+            elif not self.task_text.actions:
                 raise ValueError(f"{env_id} has no fixed action strings; use action_mode='index'")
-            self.parser = ActionParser(self.task_text.actions, self.tokenizer)
+            else:
+                self.parser = ActionParser(self.task_text.actions, self.tokenizer)
         self.sharding = _resolve_sharding(sharding, self.num_envs)
 
     # ------------------------------------------------------------------ properties
@@ -163,8 +166,9 @@ class VecEnv:
             action = jnp.asarray(action)
         if self.action_mode == "index":
             if not jnp.issubdtype(action.dtype, jnp.integer):
+                names = list(self.action_strings[:4]) + (["..."] if len(self.action_strings) > 4 else [])
                 raise TypeError(f"{self.id}: actions must be integer indices, got dtype {action.dtype}; "
-                                f"valid: 0..{self.num_actions - 1} = {list(self.action_strings)}, "
+                                f"valid: 0..{self.num_actions - 1} = {names}, "
                                 f"{self.num_actions} = not an action")
             if tuple(action.shape) != (n,):
                 raise ValueError(f"{self.id}: action shape must be ({n},) (one index per env), "
