@@ -25,7 +25,8 @@ def _actions(vec, key):
     idx = jax.random.randint(key, (N,), 0, vec.num_actions + 1)
     if vec.action_mode == "index":
         return idx
-    table = np.concatenate([vec.action_token_table(4), vec.encode_action("not an action", 4)[None]])
+    width = max(4, vec.parser.max_tokens)  # wide enough for the task's longest action text
+    table = np.concatenate([vec.action_token_table(width), vec.encode_action("not an action", width)[None]])
     return jnp.asarray(table)[idx]
 
 
