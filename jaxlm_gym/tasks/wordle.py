@@ -29,7 +29,7 @@ from pure_envs import wordle
 
 from ..registry import TaskText, register
 from ..text import Block, Document, Lit, Seq, Slot, Switch
-from ..text.actions import tokens_to_bytes
+from ..text.actions import pad_tokens, tokens_to_bytes
 from ..text.tokenizer import token_byte_table
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -189,13 +189,7 @@ class GuessParser:
 
     # ------------------------------------------------------------------ host
     def encode(self, text: str, width: int | None = None) -> np.ndarray:
-        ids = self.tokenizer.encode(text)
-        width = self.max_tokens if width is None else int(width)
-        if len(ids) > width:
-            raise ValueError(f"{text!r} takes {len(ids)} tokens, more than width={width}; pass a larger width")
-        out = np.full((width,), self.pad_id, np.int32)
-        out[: len(ids)] = ids
-        return out
+        return pad_tokens(self.tokenizer, text, self.max_tokens if width is None else int(width))
 
     def table(self, width: int | None = None) -> np.ndarray:
         """int32[num_guesses, width]: tokens of every guess. ``s l a t e\\n`` when it fits;

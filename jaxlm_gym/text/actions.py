@@ -38,6 +38,16 @@ def tokens_to_bytes(tokens: jax.Array, table: jax.Array, lengths: jax.Array, pad
     return jnp.where(pos[:, 0] < total, byte, 0).astype(jnp.uint8), total.astype(jnp.int32)
 
 
+def pad_tokens(tokenizer: Tokenizer, text: str, width: int) -> np.ndarray:
+    """``text``'s token ids as an int32[width] buffer padded with ``tokenizer.pad_id``."""
+    ids = tokenizer.encode(text)
+    if len(ids) > width:
+        raise ValueError(f"{text!r} takes {len(ids)} tokens, more than width={width}; pass a larger width")
+    out = np.full((width,), tokenizer.pad_id, np.int32)
+    out[: len(ids)] = ids
+    return out
+
+
 class ActionParser:
     """Exact-match parser for a task's action strings.
 
@@ -99,13 +109,7 @@ class ActionParser:
 
     def encode(self, text: str, width: int | None = None) -> np.ndarray:
         """Host helper: ``text`` as a padded int32 buffer (default width: longest action)."""
-        ids = self.tokenizer.encode(text)
-        width = self.max_tokens if width is None else int(width)
-        if len(ids) > width:
-            raise ValueError(f"{text!r} takes {len(ids)} tokens, more than width={width}; pass a larger width")
-        out = np.full((width,), self.pad_id, np.int32)
-        out[: len(ids)] = ids
-        return out
+        return pad_tokens(self.tokenizer, text, self.max_tokens if width is None else int(width))
 
     def table(self, width: int | None = None) -> np.ndarray:
         """int32[num_actions, width]: the canonical tokens of every action string."""
