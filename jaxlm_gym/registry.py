@@ -65,19 +65,17 @@ def make(id: str, **config) -> tuple[Any, Any]:
     """
     s = spec(id)
     ctor_names = s.config_names()
-    probe = s.env_cls(**s.fixed)
-    param_names = [f.name for f in dataclasses.fields(probe.default_params)]
     fixed_hit = sorted(set(config) & set(s.fixed))
     if fixed_hit:
         raise ValueError(f"{fixed_hit} are fixed by the id {id!r} ({dict(s.fixed)}); "
                          f"choose another id from {list_envs()}")
+    env = s.env_cls(**s.fixed, **{k: v for k, v in config.items() if k in ctor_names})
+    params = env.default_params
+    param_names = [f.name for f in dataclasses.fields(params)]
     unknown = sorted(set(config) - set(ctor_names) - set(param_names))
     if unknown:
         raise ValueError(f"unknown config {unknown} for {id!r}; valid options: {ctor_names} "
                          f"and params: {param_names}")
-    ctor = {k: v for k, v in config.items() if k in ctor_names}
-    env = s.env_cls(**s.fixed, **ctor) if ctor else probe
-    params = env.default_params
     overrides = {k: v for k, v in config.items() if k in param_names and k not in ctor_names}
     if overrides:
         params = params.replace(**overrides)
