@@ -14,13 +14,22 @@ class TaskText:
     """What the text layer needs from a task: its observation document and action strings.
 
     ``parser``: optional ``tokenizer -> parser`` factory for tasks whose actions are too
-    many for the exact-match ``ActionParser`` (same interface: ``parse_batch``, ``encode``,
-    ``table``, ``max_tokens``, ``invalid``); None uses ``ActionParser(actions, tokenizer)``.
+    many for the exact-match ``ActionParser``, or not discrete (same interface:
+    ``parse_batch`` giving the core's action, ``encode``, ``max_tokens``); None uses
+    ``ActionParser(actions, tokenizer, aliases)``.
+    ``aliases``: more exact texts for actions (text -> action index).
+    ``prepare``: in-graph ``facts -> facts`` run after the paraphrase draw and before
+    rendering (derived facts, e.g. which feedback sentences join with a space).
+    ``parts``: named sub-documents for APIs that hand out separate strings (LLF's
+    ``{observation, instruction, feedback}``).
     """
 
     document: Document
     actions: Sequence[str] = ()
     parser: Callable[[Any], Any] | None = None
+    aliases: Mapping[str, int] | None = None
+    prepare: Callable[[Mapping], Mapping] | None = None
+    parts: Mapping[str, Document] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

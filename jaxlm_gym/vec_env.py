@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from gymnax.environments import spaces
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import registry
@@ -66,7 +67,7 @@ class VecEnv:
             elif not self.task_text.actions:
                 raise ValueError(f"{env_id} has no fixed action strings; use action_mode='index'")
             else:
-                self.parser = ActionParser(self.task_text.actions, self.tokenizer)
+                self.parser = ActionParser(self.task_text.actions, self.tokenizer, self.task_text.aliases)
         self.sharding = _resolve_sharding(sharding, self.num_envs)
 
     # ------------------------------------------------------------------ properties
@@ -110,7 +111,7 @@ class VecEnv:
         info = dict(info)
         info["final_observation"] = self._view(info["final_observation"], text_keys)
         if self.action_mode == "tokens":
-            info["action_index"] = index
+            info["action" if not self.discrete else "action_index"] = index
         out = (self._view(core_obs, text_keys), state, reward, terminated, truncated, info)
         return self._shard(out)
 
@@ -153,15 +154,52 @@ class VecEnv:
         facts = core_obs["facts"]
         if text_keys is not None:
             facts = jax.vmap(self.text.draw)(text_keys, facts)
+        if self.task_text.prepare is not None:
+            facts = jax.vmap(self.task_text.prepare)(facts)
         out: dict[str, Any] = {"facts": facts}
         if self.obs_mode != "tokens":
             out["symbolic"] = core_obs["symbolic"]
         if self.obs_mode != "symbolic":
-            out.update(jax.vmap(self.text.render)(facts))
+            out.update(self.text.render_batch(facts))
         return out
+
+    @property
+    def discrete(self) -> bool:
+        """Whether the core's actions are indices (else arrays, e.g. continuous controls)."""
+        return isinstance(self.env.action_space(self.params), spaces.Discrete)
+
+    def _core_actions(self, action):
+        """Check a batch of non-index actions against the core's action space."""
+        n = self.num_envs
+        space = self.env.action_space(self.params)
+        leaves = space.spaces if isinstance(space, spaces.Dict) else None
+        if leaves is None:
+            want = {None: space}
+            action = {None: action}
+        else:
+            want = dict(leaves)
+            if not isinstance(action, dict) or set(action) != set(want):
+                raise ValueError(f"{self.id}: actions must be a dict with keys {sorted(want)}")
+        out = {}
+        for name, sp in want.items():
+            a = action[name]
+            if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+                a = jnp.asarray(a)
+            label = "action" if name is None else f"action[{name!r}]"
+            shape = (n, *tuple(sp.shape))
+            if tuple(a.shape) != shape:
+                raise ValueError(f"{self.id}: {label} shape must be {shape}, got {tuple(a.shape)}")
+            if jnp.issubdtype(sp.dtype, jnp.floating) and not jnp.issubdtype(a.dtype, jnp.floating):
+                raise TypeError(f"{self.id}: {label} must be float, got dtype {a.dtype}")
+            if jnp.issubdtype(sp.dtype, jnp.integer) and not jnp.issubdtype(a.dtype, jnp.integer):
+                raise TypeError(f"{self.id}: {label} must be integer, got dtype {a.dtype}")
+            out[name] = self._shard(a.astype(sp.dtype))
+        return out[None] if leaves is None else out
 
     def _action_index(self, action):
         n = self.num_envs
+        if self.action_mode == "index" and not self.discrete:
+            return self._core_actions(action)
         if not hasattr(action, "shape") or not hasattr(action, "dtype"):
             action = jnp.asarray(action)
         if self.action_mode == "index":

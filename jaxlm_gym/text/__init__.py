@@ -2,10 +2,10 @@
 
 from .actions import ActionParser, tokens_to_bytes
 from .document import CompiledText, Document
-from .template import Block, Lit, Paraphrase, Seq, Slot, Switch, digit_choices, digits
+from .template import Block, Choice, Lit, Num, Paraphrase, Seq, Slot, Switch, digit_choices, digits
 from .tokenizer import Tokenizer, get_tokenizer, gpt2
 
 __all__ = [
-    "ActionParser", "Block", "CompiledText", "Document", "Lit", "Paraphrase", "Seq", "Slot",
+    "ActionParser", "Block", "Choice", "CompiledText", "Document", "Lit", "Num", "Paraphrase", "Seq", "Slot",
     "Switch", "Tokenizer", "digit_choices", "digits", "get_tokenizer", "gpt2", "tokens_to_bytes",
 ]

@@ -9,7 +9,7 @@ of the action strings maps to ``invalid`` (the task's invalid-action path).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -55,12 +55,19 @@ class ActionParser:
     the matching string, or ``len(strings)`` when nothing matches.
     """
 
-    def __init__(self, strings: Sequence[str], tokenizer: Tokenizer):
+    def __init__(self, strings: Sequence[str], tokenizer: Tokenizer, aliases: Mapping[str, int] | None = None):
         self.strings = tuple(strings)
         self.tokenizer = tokenizer
         self.pad_id = int(tokenizer.pad_id)
         self.invalid = len(self.strings)
-        raw = [s.encode("utf-8") for s in self.strings]
+        aliases = dict(aliases or {})
+        bad = {a: i for a, i in aliases.items() if not 0 <= int(i) < len(self.strings) or a in self.strings}
+        if bad:
+            raise ValueError(f"aliases {bad} must map new texts to action indices 0..{len(self.strings) - 1}")
+        # Every text that matches, and the action it means (aliases after the actions).
+        self._texts = self.strings + tuple(aliases)
+        self._ids = np.asarray(list(range(len(self.strings))) + [int(i) for i in aliases.values()], np.int32)
+        raw = [s.encode("utf-8") for s in self._texts]
         # One byte past the longest string, so a longer text can never look equal.
         self.width = max(len(b) for b in raw) + 1
         self._want = np.zeros((len(raw), self.width), np.uint8)
@@ -68,19 +75,19 @@ class ActionParser:
             self._want[i, : len(b)] = np.frombuffer(b, np.uint8)
         self._want_len = np.asarray([len(b) for b in raw], np.int32)
         self._table, self._lengths = token_byte_table(tokenizer, self.width)
-        self.encoded = [tokenizer.encode(s) for s in self.strings]
-        for s, ids in zip(self.strings, self.encoded):
+        self.encoded = [tokenizer.encode(s) for s in self._texts]
+        for s, ids in zip(self._texts, self.encoded):
             if b"".join(tokenizer.token_bytes[i] for i in ids) != s.encode("utf-8"):
                 raise ValueError(f"tokenizer {tokenizer.name} cannot spell action {s!r} byte for byte")
-        self.max_tokens = max(len(e) for e in self.encoded)
+        self.max_tokens = max(len(e) for e in self.encoded[: len(self.strings)])
 
     def parse_batch(self, tokens: jax.Array) -> jax.Array:
         """int32[N, L] -> int32[N]. Token ids equal to an action's own encoding match it
         at once; the byte-level text match runs only if some env wrote anything else
         (same result, far less work for policies that emit canonical tokens)."""
         n, width = tokens.shape
-        canon = np.full((len(self.strings), width), self.pad_id, np.int32)
-        cmp_width = np.zeros((len(self.strings),), np.int32)
+        canon = np.full((len(self._texts), width), self.pad_id, np.int32)
+        cmp_width = np.zeros((len(self._texts),), np.int32)
         for a, ids in enumerate(self.encoded):
             if len(ids) <= width:  # longer encodings cannot match at this width
                 canon[a, : len(ids)] = ids
@@ -91,7 +98,8 @@ class ActionParser:
         cols = jnp.arange(width)[None, :] < jnp.asarray(cmp_width)[:, None]  # [A, L]
         same = (tokens[:, None, :] == jnp.asarray(canon)[None]) | ~cols[None]
         hit = jnp.all(same, axis=2)  # [N, A]
-        fast = jnp.where(jnp.any(hit, axis=1), jnp.argmax(hit, axis=1), self.invalid).astype(jnp.int32)
+        fast = jnp.where(jnp.any(hit, axis=1), jnp.asarray(self._ids)[jnp.argmax(hit, axis=1)],
+                         self.invalid).astype(jnp.int32)
         known = jnp.any(hit, axis=1)
 
         def slow(_):
@@ -105,7 +113,7 @@ class ActionParser:
                                       self.pad_id, self.width)
         want = jnp.asarray(self._want)
         hit = jnp.all(text[None, :] == want, axis=1) & (total == jnp.asarray(self._want_len))
-        return jnp.where(jnp.any(hit), jnp.argmax(hit), self.invalid).astype(jnp.int32)
+        return jnp.where(jnp.any(hit), jnp.asarray(self._ids)[jnp.argmax(hit)], self.invalid).astype(jnp.int32)
 
     def encode(self, text: str, width: int | None = None) -> np.ndarray:
         """Host helper: ``text`` as a padded int32 buffer (default width: longest action)."""

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .template import Block, Node, flatten, fuse, keys_of, longest, paraphrase_pools, touching_pairs
+from . import numbers
+from .template import Block, Node, choice_keys, flatten, fuse, keys_of, longest, paraphrase_pools, touching_pairs
 from .tokenizer import Tokenizer
 
 
@@ -44,7 +45,10 @@ class CompiledText:
         self._blocks = []
         strings: list[str] = []
         self.pools: dict[str, tuple[int, int | None]] = {}
+        self.choices: set[str] = set()  # pools that ``paraphrase`` does not pin
         self.required_keys: set[str] = set()
+        dyn = []  # per piece (in layout order): is it a number?
+        self.nums = []  # the Num node of every number piece, in layout order
         for block in document.blocks:
             pieces = fuse(flatten(block.node, jnp), jnp)
             bases = []
@@ -52,21 +56,31 @@ class CompiledText:
                 bases.append(len(strings))
                 strings.extend(piece.choices)
             self._blocks.append((pieces, np.asarray(bases, np.int32), block.repeat))
+            for _ in range(block.repeat or 1):
+                dyn.extend(p.num is not None for p in pieces)
+                self.nums.extend(p.num for p in pieces if p.num is not None)
             for k, n in paraphrase_pools(block.node).items():
                 self.pools[k] = (n, block.repeat)
+            self.choices |= choice_keys(block.node)
             self.required_keys |= keys_of(block.node)
+        self._dyn = np.asarray(dyn, bool)
+        # Index of each number piece among the numbers (0 for the other pieces).
+        self._dyn_index = np.where(self._dyn, np.cumsum(self._dyn) - 1, 0).astype(np.int32)
         self.required_keys -= set(self.pools)
         self.strings = strings
         self._strings_np = np.asarray(strings, dtype=object)
         self.num_pieces = sum(len(p) * (r or 1) for p, _, r in self._blocks)
-        self.max_chars = sum(longest(b.node, len) * (b.repeat or 1) for b in document.blocks)
+        self.max_chars = sum(longest(b.node, len, numbers.max_chars) * (b.repeat or 1) for b in document.blocks)
         if paraphrase is not None:
-            small = {k: n for k, (n, _) in self.pools.items() if paraphrase >= n}
-            if paraphrase < 0 or small:
+            wordings = {k: n for k, (n, _) in self.pools.items() if k not in self.choices}
+            if isinstance(paraphrase, bool) or not isinstance(paraphrase, (int, np.integer)):
+                raise ValueError(f"paraphrase must be None or an int index, got {paraphrase!r}")
+            if not wordings:
+                raise ValueError(f"paraphrase={paraphrase}: this text has no paraphrase pools to pin")
+            if paraphrase < 0 or any(paraphrase >= n for n in wordings.values()):
                 raise ValueError(
                     f"paraphrase={paraphrase} is out of range: valid indices are 0.."
-                    f"{min((n for n, _ in self.pools.values()), default=1) - 1} "
-                    f"(pool sizes {dict((k, n) for k, (n, _) in self.pools.items())})"
+                    f"{min(wordings.values()) - 1} (pool sizes {wordings})"
                 )
         self.paraphrase = paraphrase
         self.max_tokens = None
@@ -85,7 +99,10 @@ class CompiledText:
         self._tok_flat = np.asarray(flat, np.int32)
         self._tok_len = lens
         self._tok_start = starts
-        needed = sum(longest(b.node, lambda s: len(enc[s]) if s in enc else len(tok.encode(s)))
+        self._codecs = [numbers.codec(tok, n.decimals, n.prefix) for n in self.nums]
+        self.num_tokens = max((c.max_tokens for c in self._codecs), default=0)
+        needed = sum(longest(b.node, lambda s: len(enc[s]) if s in enc else len(tok.encode(s)),
+                             lambda n: numbers.codec(tok, n.decimals, n.prefix).max_tokens)
                      * (b.repeat or 1) for b in self.document.blocks)
         self.required_tokens = max(int(needed), 1)
         if max_tokens is None:
@@ -120,7 +137,7 @@ class CompiledText:
         keys = jax.random.split(key, max(len(self.pools), 1))
         for k, (name, (n, repeat)) in zip(keys, sorted(self.pools.items())):
             shape = () if repeat is None else (repeat,)
-            if self.paraphrase is None:
+            if self.paraphrase is None or name in self.choices:
                 facts[name] = jax.random.randint(k, shape, 0, n, dtype=jnp.int32)
             else:
                 facts[name] = jnp.full(shape, self.paraphrase, jnp.int32)
@@ -132,10 +149,11 @@ class CompiledText:
             raise KeyError(f"facts lack {sorted(missing)}; this document reads {sorted(self.required_keys)}"
                            f" and paraphrase choices {sorted(self.pools)} (call draw() first)")
 
-    def plan(self, facts: Mapping) -> tuple[jax.Array, jax.Array]:
-        """Which string each piece writes and whether it is present (one env)."""
+    def plan(self, facts: Mapping) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Which string each piece writes, whether it is present, and the value of every
+        number piece (one env): ``(int32[P], bool[P], float32[J])``."""
         self._check_keys(facts)
-        ids, ons = [], []
+        ids, ons, vals = [], [], []
         for pieces, bases, repeat in self._blocks:
             if not pieces:
                 continue
@@ -143,45 +161,106 @@ class CompiledText:
             def one(f, pieces=pieces, bases=bases):
                 idx = jnp.stack([jnp.asarray(p.index(f), jnp.int32) for p in pieces])
                 on = jnp.stack([jnp.broadcast_to(jnp.asarray(p.present(f), bool), ()) for p in pieces])
-                return jnp.asarray(bases) + idx, on
+                val = [jnp.asarray(f[p.num.key], jnp.float32).reshape(()) for p in pieces if p.num is not None]
+                val = jnp.stack(val) if val else jnp.zeros((0,), jnp.float32)
+                return jnp.asarray(bases) + idx, on, val
 
             if repeat is None:
-                gid, on = one(facts)
+                gid, on, val = one(facts)
             else:
-                gid, on = jax.vmap(one)({k: facts[k] for k in facts if jnp.ndim(facts[k]) >= 1
-                                         and jnp.shape(facts[k])[0] == repeat})
-                gid, on = gid.reshape(-1), on.reshape(-1)
+                gid, on, val = jax.vmap(one)({k: facts[k] for k in facts if jnp.ndim(facts[k]) >= 1
+                                              and jnp.shape(facts[k])[0] == repeat})
+                gid, on, val = gid.reshape(-1), on.reshape(-1), val.reshape(-1)
             ids.append(gid)
             ons.append(on)
+            vals.append(val)
         if not ids:
-            return jnp.zeros((0,), jnp.int32), jnp.zeros((0,), bool)
-        return jnp.concatenate(ids), jnp.concatenate(ons)
+            return jnp.zeros((0,), jnp.int32), jnp.zeros((0,), bool), jnp.zeros((0,), jnp.float32)
+        return jnp.concatenate(ids), jnp.concatenate(ons), jnp.concatenate(vals)
 
     def render(self, facts: Mapping) -> dict[str, jax.Array]:
         """Token buffer of one env: ``tokens`` int32[L], ``length`` int32[], ``mask`` bool[L]."""
+        out = self.render_batch(jax.tree.map(lambda x: jnp.asarray(x)[None], dict(facts)))
+        return jax.tree.map(lambda x: x[0], out)
+
+    def render_batch(self, facts: Mapping) -> dict[str, jax.Array]:
+        """Token buffers of a batch of envs (leading axis of every fact = env)."""
         if self.max_tokens is None:
             raise ValueError("this document was compiled without a tokenizer")
-        gid, on = self.plan(facts)
-        return _concat(gid, on, jnp.asarray(self._tok_flat), jnp.asarray(self._tok_start),
-                       jnp.asarray(self._tok_len), self.max_tokens, self.pad_id)
+        self._check_keys(facts)
+        gid, on, vals = jax.vmap(self.plan)(facts)
+        flat, start, length = (jnp.asarray(a) for a in (self._tok_flat, self._tok_start, self._tok_len))
+        if not self.nums:
+            return jax.vmap(lambda g, o: _concat(g, o, flat, start, length, self.max_tokens, self.pad_id))(gid, on)
+        ntok, nlen = self._number_tokens(vals)
+        dyn, dyn_index = jnp.asarray(self._dyn), jnp.asarray(self._dyn_index)
+        return jax.vmap(lambda g, o, t, n: _concat(g, o, flat, start, length, self.max_tokens, self.pad_id,
+                                                   (dyn, dyn_index, t, n)))(gid, on, ntok, nlen)
+
+    def _number_tokens(self, vals: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """int32[N, J, K] tokens and int32[N, J] lengths of the number pieces of a batch."""
+        n, k = vals.shape[0], self.num_tokens
+        toks = [None] * len(self.nums)
+        lens = [None] * len(self.nums)
+        groups: dict[tuple, list[int]] = {}
+        for j, num in enumerate(self.nums):
+            groups.setdefault((num.decimals, num.prefix), []).append(j)
+        for (dec, _), js in groups.items():
+            codec = self._codecs[js[0]]
+            f = jax.vmap(lambda v: numbers.fields(v, dec))(vals[:, js].reshape(-1))
+            t, ln = codec.tokens_batch(f)  # one batch-level choice of the BPE path per group
+            t = jnp.pad(t, ((0, 0), (0, k - t.shape[1])), constant_values=self.pad_id).reshape(n, len(js), k)
+            ln = ln.reshape(n, len(js))
+            for i, j in enumerate(js):
+                toks[j], lens[j] = t[:, i], ln[:, i]
+        return jnp.stack(toks, axis=1), jnp.stack(lens, axis=1)
 
     # ------------------------------------------------------------------ host
     @functools.cached_property
     def _plan_batch(self):
-        return jax.jit(jax.vmap(self.plan))
+        nums = self.nums
+
+        def plan_chars(facts):
+            gid, on, vals = self.plan(facts)
+            texts = [numbers.chars(numbers.fields(vals[j], n.decimals), n.decimals, n.prefix) for j, n in
+                     enumerate(nums)]
+            width = max((t.shape[0] for t, _ in texts), default=0)
+            chars = jnp.stack([jnp.pad(t, (0, width - t.shape[0])) for t, _ in texts]) if texts else \
+                jnp.zeros((0, 0), jnp.uint8)
+            nchars = jnp.stack([c for _, c in texts]) if texts else jnp.zeros((0,), jnp.int32)
+            return gid, on, chars, nchars
+
+        return jax.jit(jax.vmap(plan_chars))
 
     def host_batch(self, facts: Mapping) -> list[str]:
         """Host strings of a batch of facts (leading axis = env)."""
-        gid, on = jax.device_get(self._plan_batch(dict(facts)))
-        return ["".join(self._strings_np[g[o]]) for g, o in zip(gid, on)]
+        gid, on, chars, nchars = jax.device_get(self._plan_batch(dict(facts)))
+        if not self.nums:
+            return ["".join(self._strings_np[g[o]]) for g, o in zip(gid, on)]
+        out = []
+        for g, o, c, nc in zip(gid, on, chars, nchars):
+            parts = []
+            for i in np.flatnonzero(o):
+                if self._dyn[i]:
+                    j = self._dyn_index[i]
+                    parts.append(bytes(c[j, : nc[j]]).decode("ascii"))
+                else:
+                    parts.append(self._strings_np[g[i]])
+            out.append("".join(parts))
+        return out
 
     def host(self, facts: Mapping) -> str:
         """Host string of one env's facts."""
         return self.host_batch(jax.tree.map(lambda x: jnp.asarray(x)[None], dict(facts)))[0]
 
 
-def _concat(gid, on, flat, start, length, width: int, pad_id: int):
-    """Lay the token runs of the pieces end to end into a buffer of ``width`` ids."""
+def _concat(gid, on, flat, start, length, width: int, pad_id: int, nums=None):
+    """Lay the token runs of the pieces end to end into a buffer of ``width`` ids.
+
+    ``nums``: ``(is_number bool[P], number_index int32[P], tokens int32[J, K],
+    lengths int32[J])`` when some pieces are numbers (their runs come from ``tokens``)."""
+    if nums is not None:
+        return _concat_numbers(gid, on, flat, start, length, width, pad_id, *nums)
     lens = jnp.where(on, length[gid], 0)
     ends = jnp.cumsum(lens)
     begins = ends - lens
@@ -198,3 +277,22 @@ def _concat(gid, on, flat, start, length, width: int, pad_id: int):
     # here because it breaks the fusion.
     tokens = jnp.where(mask, flat.at[src].get(mode="promise_in_bounds"), jnp.int32(pad_id))
     return {"tokens": tokens, "length": jnp.asarray(total, jnp.int32), "mask": mask}
+
+
+def _concat_numbers(gid, on, flat, start, length, width, pad_id, dyn, dyn_index, ntok, nlen):
+    """``_concat`` when some pieces are numbers: their runs are read from ``ntok``."""
+    k = ntok.shape[1]
+    gid = jnp.where(dyn, 0, gid)
+    lens = jnp.where(on, jnp.where(dyn, nlen[dyn_index], length[gid]), 0)
+    ends = jnp.cumsum(lens)
+    begins = ends - lens
+    pos = jnp.arange(width, dtype=jnp.int32)[:, None]
+    inside = (pos >= begins[None]) & (pos < ends[None])
+    src = jnp.sum(jnp.where(inside & ~dyn[None], (start[gid] - begins)[None] + pos, 0), axis=1)
+    nsrc = jnp.sum(jnp.where(inside & dyn[None], (dyn_index * k - begins)[None] + pos, 0), axis=1)
+    in_num = jnp.any(inside & dyn[None], axis=1)
+    total = ends[-1]
+    mask = pos[:, 0] < total
+    tok = jnp.where(in_num, ntok.reshape(-1)[nsrc], flat.at[src].get(mode="promise_in_bounds"))
+    return {"tokens": jnp.where(mask, tok, jnp.int32(pad_id)), "length": jnp.asarray(total, jnp.int32),
+            "mask": mask}

@@ -4,11 +4,13 @@ A template is a small tree:
 
 * ``Lit(text)`` — fixed text;
 * ``Slot(key, choices)`` — one string from a finite list, picked by the integer fact ``key``;
+* ``Num(key, decimals)`` — the float fact ``key`` with a fixed precision, tokenized in-graph;
 * ``Seq(*parts)`` — parts one after another;
 * ``Switch(key, {value: node})`` — the case picked by fact ``key`` (no match: nothing);
 * ``Paraphrase(key, [node, ...])`` — like ``Switch``, but the alternative is drawn from the
   PRNG key at render time (or pinned), and written back into the facts so the host text
   can be rebuilt;
+* ``Choice(key, [node, ...])`` — drawn like ``Paraphrase``, but never pinned (content, not wording);
 * ``Block(node, repeat=W)`` — a top-level part of a ``Document``; with ``repeat`` its facts
   have a leading axis of length ``W`` and the node is written once per row (history windows).
 
@@ -21,6 +23,7 @@ Put the leading space inside the slot's choices (``" 8"``, not ``" " + "8"``).
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Callable, Mapping, Sequence
 
 
@@ -77,6 +80,34 @@ class Paraphrase(Node):
             raise ValueError(f"Paraphrase {key!r} has no alternatives")
 
 
+class Choice(Paraphrase):
+    """Like ``Paraphrase`` (drawn uniformly from the key at render time), but a content
+    choice, not a wording: ``paraphrase=<index>`` does not pin it (e.g. LLF's ``'m'``
+    feedback, one kind drawn per step)."""
+
+
+_NUM_PREFIX = re.compile(r" ?(?:[^\s\w+\-.]{1,3})?")
+
+
+@dataclasses.dataclass(frozen=True)
+class Num(Node):
+    """The float fact ``key`` written with ``decimals`` (0..4) decimals after ``prefix``
+    (``""``, ``" "``, or punctuation such as ``"["``: a sign merges with punctuation
+    before it, so that punctuation belongs to the number); rendered and tokenized
+    in-graph (see ``numbers``)."""
+
+    key: str
+    decimals: int = 2
+    prefix: str = " "
+
+    def __post_init__(self):
+        if isinstance(self.decimals, bool) or not isinstance(self.decimals, int) or not 0 <= self.decimals <= 4:
+            raise ValueError(f"Num {self.key!r}: decimals must be an int in 0..4, got {self.decimals!r}")
+        if not _NUM_PREFIX.fullmatch(self.prefix):
+            raise ValueError(f"Num {self.key!r}: prefix must be '', ' ' or up to 3 punctuation marks (other than "
+                             f"'-+.') after an optional space, like '[' or ' ('; got {self.prefix!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Block:
     node: Node
@@ -106,6 +137,7 @@ class Piece:
     index: IdxFn  # facts -> int index into choices
     present: IdxFn  # facts -> bool
     optional: bool = False  # False: present is always True
+    num: "Num | None" = None  # a number written in-graph (``choices`` is empty)
 
 
 def _const(v):
@@ -119,6 +151,8 @@ def flatten(node: Node, xp) -> list[Piece]:
     if isinstance(node, Slot):
         key = node.key
         return [Piece(node.choices, lambda f, key=key: f[key], _const(True))]
+    if isinstance(node, Num):
+        return [Piece((), _const(0), _const(True), num=node)]
     if isinstance(node, Seq):
         out: list[Piece] = []
         for part in node.parts:
@@ -137,6 +171,14 @@ def flatten(node: Node, xp) -> list[Piece]:
         # every case, so the piece count is the longest case's, not the sum.
         for i in range(width):
             members = [(value, fl[i]) for value, fl in flats if len(fl) > i]
+            # A number cannot share a table: it stays its own piece, present in its case.
+            for value, piece in members:
+                if piece.num is not None:
+                    merged.append(Piece((), piece.index, lambda f, v=value, p=piece, key=key: xp.logical_and(
+                        f[key] == v, p.present(f)), optional=True, num=piece.num))
+            members = [(value, piece) for value, piece in members if piece.num is None]
+            if not members:
+                continue
             choices: list[str] = []
             offsets = []
             for _, piece in members:
@@ -169,6 +211,10 @@ def fuse(pieces: list[Piece], xp, limit: int = 256) -> list[Piece]:
     groups: list[list[Piece]] = []
     size = limit + 1
     for p in pieces:
+        if p.num is not None:  # numbers are never fused
+            groups.append([p])
+            size = limit + 1
+            continue
         n = len(p.choices) + p.optional
         if size * n > limit:
             groups.append([])
@@ -211,7 +257,7 @@ def fuse(pieces: list[Piece], xp, limit: int = 256) -> list[Piece]:
 def keys_of(node: Node) -> set[str]:
     if isinstance(node, Lit):
         return set()
-    if isinstance(node, Slot):
+    if isinstance(node, (Slot, Num)):
         return {node.key}
     if isinstance(node, Seq):
         return set().union(*(keys_of(p) for p in node.parts)) if node.parts else set()
@@ -238,18 +284,33 @@ def paraphrase_pools(node: Node) -> dict[str, int]:
     return out
 
 
-def longest(node: Node, measure: Callable[[str], int]) -> int:
-    """Upper bound of ``measure`` (characters or tokens) over all renderings of ``node``."""
+def choice_keys(node: Node) -> set[str]:
+    """Keys of the ``Choice`` pools under ``node``."""
+    if isinstance(node, Seq):
+        return set().union(*(choice_keys(p) for p in node.parts)) if node.parts else set()
+    if isinstance(node, Switch):
+        return set().union(*(choice_keys(c) for _, c in node.cases)) if node.cases else set()
+    if isinstance(node, Paraphrase):
+        own = {node.key} if isinstance(node, Choice) else set()
+        return own.union(*(choice_keys(c) for c in node.alternatives))
+    return set()
+
+
+def longest(node: Node, measure: Callable[[str], int], num_bound: Callable[["Num"], int]) -> int:
+    """Upper bound of ``measure`` (characters or tokens) over all renderings of ``node``;
+    ``num_bound`` bounds a number in the same unit."""
     if isinstance(node, Lit):
         return measure(node.text)
     if isinstance(node, Slot):
         return max(measure(c) for c in node.choices)
+    if isinstance(node, Num):
+        return num_bound(node)
     if isinstance(node, Seq):
-        return sum(longest(p, measure) for p in node.parts)
+        return sum(longest(p, measure, num_bound) for p in node.parts)
     if isinstance(node, Switch):
-        return max((longest(c, measure) for _, c in node.cases), default=0)
+        return max((longest(c, measure, num_bound) for _, c in node.cases), default=0)
     if isinstance(node, Paraphrase):
-        return max(longest(c, measure) for c in node.alternatives)
+        return max(longest(c, measure, num_bound) for c in node.alternatives)
     raise TypeError(f"not a template node: {node!r}")
 
 
@@ -263,6 +324,11 @@ class _Edges:
 
 def _edges(node: Node) -> _Edges:
     """First/last strings and the pairs of strings that can stand side by side."""
+    if isinstance(node, Num):
+        from .numbers import samples  # numbers imports this module
+
+        strings = set(samples(node))
+        return _Edges(strings, strings, False, set())
     if isinstance(node, (Lit, Slot)):
         strings = {node.text} if isinstance(node, Lit) else set(node.choices)
         nonempty = {s for s in strings if s}
