@@ -200,6 +200,7 @@ def test_stop_words_and_kind_match_reference():
             assert all(_same(v, _f32(g)) for v, g in zip(x, m.groups())), text
         else:
             assert np.isnan(x).all()
+    assert not bool(nump.has_stop_word(jnp.zeros((W,), jnp.uint8), jnp.int32(0), ()))  # F2 off: no words
     kinds = dict(zip(texts, out["kind"]))
     assert kinds["Stop"] == nump.INVALID and kinds["STAY"] == nump.INVALID  # case-sensitive, like `in`
     assert kinds["nonstop [1, 2]"] == nump.STOP and kinds["[1, 2] to reach it"] == nump.STOP  # F2

@@ -213,7 +213,9 @@ def number_to_f32(ns: dict) -> jax.Array:
 def has_stop_word(text: jax.Array, length: jax.Array, words: Sequence[str] = STOP_WORDS) -> jax.Array:
     """bool: some word occurs in the first W bytes as a substring (case-sensitive, as ``in``)."""
     w = text.shape[0]
-    raw = [x.encode("utf-8") for x in words]
+    raw = [x.encode("utf-8") for x in words if x]
+    if not raw:  # no stop words: the F2 rule switched off
+        return jnp.zeros((), bool)
     b = jnp.concatenate([_clean(text, length), jnp.zeros((max(len(r) for r in raw),), jnp.int32)])
     hit = jnp.zeros((w,), bool)
     for word in raw:
