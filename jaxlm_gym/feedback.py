@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from pure_envs.llf import FEEDBACK_ORDER
 
 from .registry import TaskText
-from .text import Choice, Document, Lit, Paraphrase, Seq, Slot, Switch
+from .text import Block, Choice, Document, Lit, Paraphrase, Seq, Slot, Switch
 from .text.template import Node, Num
 
 MIN_WORDINGS = 4
@@ -117,13 +117,34 @@ def _prepare(kinds: tuple[str, ...], mixture: bool):
     return prepare
 
 
-def llf_text(env, *, instruction: Mapping[str, Node], feedback: Mapping[str, Mapping[int, Sequence[Node]]],
-             observation: Node, actions: Sequence[str] = (), aliases: Mapping[str, int] | None = None,
-             parser=None) -> TaskText:
+Parts = Node | Block | Sequence[Node | Block]
+
+
+def _blocks(parts: Parts) -> list[Block]:
+    if isinstance(parts, (Node, Block)):
+        parts = [parts]
+    return [p if isinstance(p, Block) else Block(p) for p in parts]
+
+
+def _gate(blocks: list[Block], key: str) -> list[Block]:
+    """Plain blocks shown only when fact ``key`` is 1. Repeated blocks are left as they are:
+    their rows must be empty themselves when not shown (see ``llf_text``)."""
+    return [b if b.repeat else Block(Switch(key, {1: b.node})) for b in blocks]
+
+
+def llf_text(env, *, instruction: Mapping[str, Parts], feedback: Mapping[str, Mapping[int, Sequence[Node]]],
+             observation: Parts, actions: Sequence[str] = (), aliases: Mapping[str, int] | None = None,
+             parser=None, prepare=None) -> TaskText:
     """The ``TaskText`` of an LLF core: instruction at reset, feedback after each step,
-    then the task's observation. ``instruction``: a node per supported instruction type;
+    then the task's observation.
+
+    ``instruction``: per supported instruction type, a node or a list of nodes and
+    ``Block``s (a repeated block's rows, e.g. one sentence per move of a path, must write
+    nothing unless ``at_reset``: gate them with a per-row fact made by ``prepare``).
     ``feedback``: per supported kind, ``case -> [wordings]`` (cases >= 1, at least
-    ``MIN_WORDINGS`` wordings each)."""
+    ``MIN_WORDINGS`` wordings each). ``observation``: a node or a list of nodes and
+    blocks. ``prepare``: the task's own in-graph ``facts -> facts`` (derived facts), run
+    before the feedback's."""
     missing = [t for t in env.INSTRUCTION_TYPES if t not in instruction]
     if missing:
         raise ValueError(f"{type(env).__name__}: no instruction text for types {missing}")
@@ -141,12 +162,12 @@ def llf_text(env, *, instruction: Mapping[str, Node], feedback: Mapping[str, Map
     if unknown:
         raise ValueError(f"unknown feedback kinds {unknown}; kinds are {FEEDBACK_ORDER}")
     kinds, mixture = env.feedback_kinds, env.feedback_mixture
-    instr = instruction[env.instruction_type]
+    instr = _blocks(instruction[env.instruction_type])
     fb = feedback_node(kinds, mixture, feedback)
-    whole = Seq(
-        Switch("at_reset", {1: Seq(instr, Lit("\n")), 0: Seq(fb, Switch("fb_any", {1: Lit("\n")}))}),
-        observation,
-    )
-    parts = {"instruction": Document(instr), "feedback": Document(fb), "observation": Document(observation)}
-    return TaskText(Document(whole), tuple(actions), parser=parser, aliases=aliases,
-                    prepare=_prepare(kinds, mixture), parts=parts)
+    obs = _blocks(observation)
+    whole = [*_gate(instr, "at_reset"),
+             Block(Switch("at_reset", {1: Lit("\n"), 0: Seq(fb, Switch("fb_any", {1: Lit("\n")}))})), *obs]
+    parts = {"instruction": Document(*instr), "feedback": Document(fb), "observation": Document(*obs)}
+    fb_prepare = _prepare(kinds, mixture)
+    both = fb_prepare if prepare is None else (lambda facts: fb_prepare(prepare(facts)))
+    return TaskText(Document(*whole), tuple(actions), parser=parser, aliases=aliases, prepare=both, parts=parts)
