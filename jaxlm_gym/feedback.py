@@ -94,11 +94,16 @@ def feedback_node(kinds: Sequence[str], mixture: bool, feedback: Mapping[str, Ma
     return Seq(*parts)
 
 
-def _prepare(kinds: tuple[str, ...], mixture: bool):
+def _prepare(kinds: tuple[str, ...], mixture: bool, invalid: bool):
     """Derived facts: ``fb_lead_<k>`` (an earlier message is shown) and ``fb_any``."""
 
     def prepare(facts: Mapping) -> dict:
-        facts = dict(facts)
+        facts = _shown(dict(facts))
+        if invalid:
+            facts["fb_any"] = jnp.maximum(facts["fb_any"], (jnp.asarray(facts["invalid"]) > 0).astype(jnp.int32))
+        return facts
+
+    def _shown(facts: dict) -> dict:
         if not kinds:
             facts["fb_any"] = jnp.int32(0)
             return facts
@@ -134,7 +139,7 @@ def _gate(blocks: list[Block], key: str) -> list[Block]:
 
 def llf_text(env, *, instruction: Mapping[str, Parts], feedback: Mapping[str, Mapping[int, Sequence[Node]]],
              observation: Parts, actions: Sequence[str] = (), aliases: Mapping[str, int] | None = None,
-             parser=None, prepare=None) -> TaskText:
+             parser=None, prepare=None, invalid: Sequence[Node] | None = None) -> TaskText:
     """The ``TaskText`` of an LLF core: instruction at reset, feedback after each step,
     then the task's observation.
 
@@ -144,7 +149,10 @@ def llf_text(env, *, instruction: Mapping[str, Parts], feedback: Mapping[str, Ma
     ``feedback``: per supported kind, ``case -> [wordings]`` (cases >= 1, at least
     ``MIN_WORDINGS`` wordings each). ``observation``: a node or a list of nodes and
     blocks. ``prepare``: the task's own in-graph ``facts -> facts`` (derived facts), run
-    before the feedback's."""
+    before the feedback's. ``invalid``: wordings (>= ``MIN_WORDINGS``) of the message for
+    a text that is no action (the core's ``invalid`` fact is 1); give it when the core has one. As the
+    reference's ``TextWrapper`` (which reports the parse error as the feedback, whatever
+    ``feedback_type``), it replaces the feedback on that step."""
     missing = [t for t in env.INSTRUCTION_TYPES if t not in instruction]
     if missing:
         raise ValueError(f"{type(env).__name__}: no instruction text for types {missing}")
@@ -164,10 +172,15 @@ def llf_text(env, *, instruction: Mapping[str, Parts], feedback: Mapping[str, Ma
     kinds, mixture = env.feedback_kinds, env.feedback_mixture
     instr = _blocks(instruction[env.instruction_type])
     fb = feedback_node(kinds, mixture, feedback)
+    has_invalid = invalid is not None
+    if has_invalid:
+        if len(invalid) < MIN_WORDINGS:
+            raise ValueError(f"{type(env).__name__}: give >= {MIN_WORDINGS} wordings for the invalid-action message")
+        fb = Switch("invalid", {0: fb, 1: Paraphrase("pp_invalid", list(invalid))})
     obs = _blocks(observation)
     whole = [*_gate(instr, "at_reset"),
              Block(Switch("at_reset", {1: Lit("\n"), 0: Seq(fb, Switch("fb_any", {1: Lit("\n")}))})), *obs]
     parts = {"instruction": Document(*instr), "feedback": Document(fb), "observation": Document(*obs)}
-    fb_prepare = _prepare(kinds, mixture)
+    fb_prepare = _prepare(kinds, mixture, has_invalid)
     both = fb_prepare if prepare is None else (lambda facts: fb_prepare(prepare(facts)))
     return TaskText(Document(*whole), tuple(actions), parser=parser, aliases=aliases, prepare=both, parts=parts)
