@@ -73,6 +73,9 @@ def _ends_with_newline(node: Node) -> bool:
 def _kind_node(kind: str, cases: Mapping[int, Sequence[Node]], lead: bool) -> Node:
     out = {}
     for case, wordings in cases.items():
+        if isinstance(wordings, Node):  # a message that draws its own paraphrases (per sentence)
+            out[int(case)] = with_space(wordings) if lead else wordings
+            continue
         alts = [with_space(w) if lead else w for w in wordings]
         out[int(case)] = Paraphrase(f"pp_{kind}_{int(case)}", alts)
     return Switch(f"fb_{kind}", out)
@@ -147,7 +150,9 @@ def llf_text(env, *, instruction: Mapping[str, Parts], feedback: Mapping[str, Ma
     ``Block``s (a repeated block's rows, e.g. one sentence per move of a path, must write
     nothing unless ``at_reset``: gate them with a per-row fact made by ``prepare``).
     ``feedback``: per supported kind, ``case -> [wordings]`` (cases >= 1, at least
-    ``MIN_WORDINGS`` wordings each). ``observation``: a node or a list of nodes and
+    ``MIN_WORDINGS`` wordings each), or ``case -> node`` for a message of several
+    sentences that holds its own ``Paraphrase`` pools (one draw per sentence, as the
+    reference). ``observation``: a node or a list of nodes and
     blocks. ``prepare``: the task's own in-graph ``facts -> facts`` (derived facts), run
     before the feedback's. ``invalid``: wordings (>= ``MIN_WORDINGS``) of the message for
     a text that is no action (the core's ``invalid`` fact is 1); give it when the core has one. As the
@@ -162,7 +167,9 @@ def llf_text(env, *, instruction: Mapping[str, Parts], feedback: Mapping[str, Ma
         for case, wordings in feedback[k].items():
             if int(case) < 1:
                 raise ValueError(f"feedback {k!r}: case {case} must be >= 1 (0 means no message)")
-            if len(wordings) < MIN_WORDINGS:
+            if isinstance(wordings, Node):
+                wordings = [wordings]
+            elif len(wordings) < MIN_WORDINGS:
                 raise ValueError(f"feedback {k!r} case {case}: {len(wordings)} wordings, need >= {MIN_WORDINGS}")
             if any(_ends_with_newline(w) for w in wordings):
                 raise ValueError(f"feedback {k!r} case {case}: a message must not end with a newline")
