@@ -13,6 +13,9 @@ Differences from the reference, on purpose:
 * ``reset(seed=s)`` derives every random choice (layouts, paraphrases, the ``'m'``
   feedback kind) from ``jax.random.key(s)``: the same seed gives the same episode in any
   process, whatever else uses NumPy's or Python's global RNGs (reference F23, F24).
+* Parking's ``observation`` is the reference's dict of numpy arrays (F22: the reference
+  builds a text rendering and discards it); ``make(..., text_observation=True)`` gives our
+  text instead.
 * Actions may be the task's native actions (an int, an array) or text. Text is parsed
   in-graph by the task's parser (exact match for discrete tasks, a number parser for
   continuous ones; never ``exec``); text that does not parse takes the task's
@@ -71,15 +74,26 @@ class _Batch:
         self._step_index = jax.jit(self.index.step)
         self._step_text = jax.jit(self.text.step)
         self.discrete = self.index.discrete
+        self.text_observation = getattr(env, "text_observation", True)
+
+    def observation_space(self) -> gymnasium.Space:
+        if self.text_observation:
+            return _text_space()
+        sym = self.env.observation_space(self.params).spaces["symbolic"]
+        return gymnasium.spaces.Dict({k: gymnasium.spaces.Box(-np.inf, np.inf, tuple(v.shape), np.float64)
+                                      for k, v in sym.spaces.items()})
 
     def strings(self, obs) -> list[dict[str, str]]:
         facts = obs["facts"]
         at_reset = np.asarray(facts["at_reset"]).astype(bool)
         texts = {name: part.host_batch(facts) for name, part in self.parts.items()}
+        arrays = None
+        if not self.text_observation:  # the reference's raw dict of numpy arrays (parking, F22)
+            arrays = {k: np.asarray(v, np.float64) for k, v in obs["symbolic"].items()}
         out = []
         for i in range(self.num_envs):
             out.append({
-                "observation": texts["observation"][i],
+                "observation": texts["observation"][i] if arrays is None else {k: v[i] for k, v in arrays.items()},
                 "instruction": texts["instruction"][i] if at_reset[i] else "",
                 "feedback": "" if at_reset[i] else texts["feedback"][i],
             })
@@ -114,9 +128,8 @@ class LLFEnv(gymnasium.Env):
                  **config):
         self._b = _Batch(env_id, 1, instruction_type, feedback_type, paraphrase, config)
         self.env_id = env_id
-        text = _text_space()
         self.observation_space = gymnasium.spaces.Dict(
-            {"observation": text, "instruction": _text_space(), "feedback": _text_space()})
+            {"observation": self._b.observation_space(), "instruction": _text_space(), "feedback": _text_space()})
         self.action_space = _gym_space(self._b.env.action_space(self._b.params)) if self._b.discrete or not \
             isinstance(self._b.env.action_space(self._b.params), gx.Dict) else _text_space()
         self._key = jax.random.key(0)

@@ -311,6 +311,10 @@ class Parking(LLFEnv):
       the gymnax contract here reports one).
     Info: ``success`` bool (the reference's ``is_success``), ``crashed`` bool.
     State: ``ParkingState``.
+    Text flags (read by the text layer only): ``text_observation`` (False: the string API's
+      ``observation`` is the numpy dict, as the reference (F22); True: our text of it) and
+      ``normalized_action_text`` (False: the instruction states the physical action ranges,
+      as the reference (F21); True: the [-1, 1] ranges the action really has).
 
     Precision: float32, with the accumulating position, heading and speed and the per-action
     sin(beta) and acceleration kept as float32 pairs (hi + lo, ~48 bits): a constant action
@@ -325,8 +329,18 @@ class Parking(LLFEnv):
     FEEDBACK_TYPES = ("r", "hp", "hn")
     step_needs_key = False  # the dynamics are deterministic; only the auto-reset draws
 
-    def __init__(self, instruction_type: str = "b", feedback_type="a"):
+    def __init__(self, instruction_type: str = "b", feedback_type="a", text_observation: bool = False,
+                 normalized_action_text: bool = False):
         super().__init__(instruction_type, feedback_type)
+        if not isinstance(text_observation, bool) or not isinstance(normalized_action_text, bool):
+            raise ValueError("text_observation and normalized_action_text must be bools")
+        # Text-layer flags (the core's dynamics do not read them):
+        # F22: the reference's observation is the numpy dict (its text rendering is built and
+        # discarded); True gives the string API our text of the observation instead.
+        self.text_observation = text_observation
+        # F21: the instruction gives the physical action ranges (+-5 m/s^2, +-pi/4 rad) although
+        # actions are normalised to [-1, 1]; True states the [-1, 1] ranges.
+        self.normalized_action_text = normalized_action_text
         self.fact_shapes = {k: () for k in INT_FACTS + FLOAT_FACTS}
 
     # ------------------------------------------------------------------ gymnax API
