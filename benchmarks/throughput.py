@@ -36,6 +36,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jaxlm_gym
 
@@ -65,12 +66,28 @@ def _random_actions(key, num_envs: int, num_actions: int) -> jax.Array:
     return (chunks.reshape(-1)[:num_envs] % num_actions).astype(jnp.int32)
 
 
-def make_run_jaxlm(env_id: str, num_envs: int, obs_mode: str, steps: int):
-    """``run(key) -> float32``: reset + ``steps`` random steps of a jaxlm-gym VecEnv."""
+def make_run_jaxlm(env_id: str, num_envs: int, obs_mode: str, steps: int, feedback: str | None = None):
+    """``run(key) -> float32``: reset + ``steps`` random steps of a jaxlm-gym VecEnv.
+
+    ``feedback``: the LLF ``feedback_type`` (LLF tasks only). Tasks with continuous actions
+    take uniform samples of their action space (symbolic mode) or a random one of their
+    example action texts (tokens mode), which the env parses in-graph."""
     tokens = obs_mode == "tokens"
-    v = jaxlm_gym.make_vec(env_id, num_envs, obs_mode=obs_mode, action_mode="tokens" if tokens else "index")
-    table = jnp.asarray(v.action_token_table()) if tokens else None
-    n_act = v.num_actions
+    config = {} if feedback is None else {"feedback_type": feedback}
+    v = jaxlm_gym.make_vec(env_id, num_envs, obs_mode=obs_mode, action_mode="tokens" if tokens else "index",
+                           **config)
+    sample = None
+    if tokens and v.discrete:
+        table = jnp.asarray(v.action_token_table())
+    elif tokens:
+        texts = list(v.action_strings)
+        width = max(len(v.tokenizer.encode(t)) for t in texts) + 1
+        table = jnp.asarray(np.stack([v.encode_action(t, width) for t in texts]))
+    else:
+        table = None
+        if not v.discrete:
+            sample = jax.vmap(v.env.action_space(v.params).sample)
+    n_act = int(table.shape[0]) if tokens else (v.num_actions if v.discrete else 0)
 
     def consume(obs):
         return _leaf_sum((obs["tokens"], obs["length"])) if tokens else _leaf_sum(obs["symbolic"])
@@ -82,8 +99,11 @@ def make_run_jaxlm(env_id: str, num_envs: int, obs_mode: str, steps: int):
         def body(carry, k):
             state, acc = carry
             k_act, k_step = jax.random.split(k)
-            idx = _random_actions(k_act, num_envs, n_act)
-            action = table[idx] if tokens else idx
+            if sample is not None:
+                action = sample(jax.random.split(k_act, num_envs))
+            else:
+                idx = _random_actions(k_act, num_envs, n_act)
+                action = table[idx] if tokens else idx
             obs, state, reward, _, _, _ = v.step(k_step, state, action)
             return (state, acc + reward.sum() + consume(obs)), None
 
@@ -146,10 +166,11 @@ def machine_info() -> dict:
 
 def markdown_table(rows: list[dict]) -> str:
     """The rows as a Markdown table (for the README)."""
-    lines = ["| env | obs_mode | num_envs | compile_s | steps/s best | steps/s median |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["| env | feedback | obs_mode | num_envs | compile_s | steps/s best | steps/s median |",
+             "|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['env']} | {r['obs_mode']} | {r['num_envs']} | {r['compile_s']:.2f} "
+        lines.append(f"| {r['env']} | {r.get('feedback') or '-'} | {r['obs_mode']} | {r['num_envs']} "
+                     f"| {r['compile_s']:.2f} "
                      f"| {r['steps_per_s_best']:,.0f} | {r['steps_per_s_median']:,.0f} |")
     return "\n".join(lines)
 
@@ -165,7 +186,8 @@ def plot(rows: list[dict], path: Path, title: str) -> bool:
         return False
     series: dict[tuple[str, str], list[tuple[int, float]]] = {}
     for r in rows:
-        series.setdefault((r["env"], r["obs_mode"]), []).append((r["num_envs"], r["steps_per_s_best"]))
+        name = r["env"] + (f" fb={r['feedback']}" if r.get("feedback") else "")
+        series.setdefault((name, r["obs_mode"]), []).append((r["num_envs"], r["steps_per_s_best"]))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for (env, mode), pts in series.items():
         xs, ys = zip(*sorted(pts))
@@ -196,6 +218,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "(default: 1,64,1024,16384)")
     p.add_argument("--steps", type=int, default=100, help="steps per timed call (>= 100 unless --allow-short)")
     p.add_argument("--obs-mode", type=_csv(str), default=["symbolic", "tokens"], help="symbolic,tokens")
+    p.add_argument("--feedback", type=_csv(str), default=["a"],
+                   help="LLF feedback types to measure, e.g. a,n (LLF tasks only; default a)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per row (best and median reported)")
     p.add_argument("--json", type=Path, default=RESULTS / "throughput.json")
     p.add_argument("--plot", type=Path, default=RESULTS / "throughput.png")
@@ -233,14 +257,17 @@ def main(argv=None) -> int:
         print(f"\n`{saved['command']}` on {m['backend']} ({', '.join(m['devices'])}), {m['cpu_count']} CPUs, "
               f"jax {m['jax']}")
         return 0
-    jobs = [(env, mode, n, lambda e=env, m=mode, n=n: make_run_jaxlm(e, n, m, args.steps))
-            for env in args.envs for mode in args.obs_mode for n in args.num_envs]
+    jobs = [(env, fb, mode, n, lambda e=env, m=mode, n=n, fb=fb: make_run_jaxlm(e, n, m, args.steps, fb))
+            for env in args.envs for fb in (args.feedback if env.startswith("llf-") else [None])
+            for mode in args.obs_mode for n in args.num_envs]
     if not args.no_cartpole:
-        jobs += [(CARTPOLE, "symbolic", n, lambda n=n: make_run_cartpole(n, args.steps)) for n in args.num_envs]
+        jobs += [(CARTPOLE, None, "symbolic", n, lambda n=n: make_run_cartpole(n, args.steps))
+                 for n in args.num_envs]
     rows = []
-    for env, mode, n, build in jobs:
-        print(f"[bench] {env} {mode} num_envs={n} ...", file=sys.stderr, flush=True)
-        row = {"env": env, "obs_mode": mode, "num_envs": n, "steps": args.steps, "repeats": args.repeats}
+    for env, fb, mode, n, build in jobs:
+        print(f"[bench] {env} {fb or ''} {mode} num_envs={n} ...", file=sys.stderr, flush=True)
+        row = {"env": env, "feedback": fb, "obs_mode": mode, "num_envs": n, "steps": args.steps,
+               "repeats": args.repeats}
         row.update(measure(build(), n, args.steps, args.repeats))
         rows.append(row)
         print(f"[bench]   compile {row['compile_s']:.2f}s, best {row['steps_per_s_best']:,.0f} steps/s",

@@ -49,23 +49,32 @@ class CompiledText:
         self.required_keys: set[str] = set()
         dyn = []  # per piece (in layout order): is it a number?
         self.nums = []  # the Num node of every number piece, in layout order
-        for block in document.blocks:
+        specs = []  # per number piece: what it writes (same spec = same tokens)
+        for b, block in enumerate(document.blocks):
             pieces = fuse(flatten(block.node, jnp), jnp)
             bases = []
             for piece in pieces:
                 bases.append(len(strings))
                 strings.extend(piece.choices)
             self._blocks.append((pieces, np.asarray(bases, np.int32), block.repeat))
-            for _ in range(block.repeat or 1):
+            for row in range(block.repeat or 1):
                 dyn.extend(p.num is not None for p in pieces)
                 self.nums.extend(p.num for p in pieces if p.num is not None)
+                specs.extend(((b, row) if block.repeat else None, p.num) for p in pieces if p.num is not None)
             for k, n in paraphrase_pools(block.node).items():
                 self.pools[k] = (n, block.repeat)
             self.choices |= choice_keys(block.node)
             self.required_keys |= keys_of(block.node)
         self._dyn = np.asarray(dyn, bool)
-        # Index of each number piece among the numbers (0 for the other pieces).
-        self._dyn_index = np.where(self._dyn, np.cumsum(self._dyn) - 1, 0).astype(np.int32)
+        # Pieces that write the same fact the same way (e.g. one number in several
+        # paraphrases) share one tokenization: ``_dyn_index`` maps each piece to its
+        # distinct number (0 for the other pieces); ``_num_first`` is a number's first piece.
+        distinct: dict = {}
+        of_piece = [distinct.setdefault(spec, len(distinct)) for spec in specs]
+        self._num_first = np.asarray([of_piece.index(u) for u in range(len(distinct))], np.int32)
+        self._dyn_index = np.zeros(len(dyn), np.int32)
+        self._dyn_index[self._dyn] = of_piece
+        self._dyn_piece = np.where(self._dyn, np.cumsum(self._dyn) - 1, 0).astype(np.int32)
         self.required_keys -= set(self.pools)
         self.strings = strings
         self._strings_np = np.asarray(strings, dtype=object)
@@ -198,15 +207,17 @@ class CompiledText:
                                                    (dyn, dyn_index, t, n)))(gid, on, ntok, nlen)
 
     def _number_tokens(self, vals: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """int32[N, J, K] tokens and int32[N, J] lengths of the number pieces of a batch."""
+        """int32[N, U, K] tokens and int32[N, U] lengths of the U distinct numbers of a batch."""
         n, k = vals.shape[0], self.num_tokens
-        toks = [None] * len(self.nums)
-        lens = [None] * len(self.nums)
+        vals = vals[:, self._num_first]
+        nums = [self.nums[j] for j in self._num_first]
+        toks = [None] * len(nums)
+        lens = [None] * len(nums)
         groups: dict[tuple, list[int]] = {}
-        for j, num in enumerate(self.nums):
+        for j, num in enumerate(nums):
             groups.setdefault((num.decimals, num.prefix), []).append(j)
         for (dec, _), js in groups.items():
-            codec = self._codecs[js[0]]
+            codec = self._codecs[self._num_first[js[0]]]
             f = jax.vmap(lambda v: numbers.fields(v, dec))(vals[:, js].reshape(-1))
             t, ln = codec.tokens_batch(f)  # one batch-level choice of the BPE path per group
             t = jnp.pad(t, ((0, 0), (0, k - t.shape[1])), constant_values=self.pad_id).reshape(n, len(js), k)
@@ -242,7 +253,7 @@ class CompiledText:
             parts = []
             for i in np.flatnonzero(o):
                 if self._dyn[i]:
-                    j = self._dyn_index[i]
+                    j = self._dyn_piece[i]
                     parts.append(bytes(c[j, : nc[j]]).decode("ascii"))
                 else:
                     parts.append(self._strings_np[g[i]])
