@@ -12,6 +12,10 @@ import toy_llf  # noqa: F401  (registers toy-llf)
 from jaxlm_gym import gym as llf_gym
 
 LLF_IDS = [i for i in jaxlm_gym.list_envs() if i.startswith("llf-")]
+# One id per family for the compiled checks (the variants of a family share their code).
+FAMILIES = sorted({next(i for i in LLF_IDS if i.startswith(p)) for p in
+                   ("llf-bandits-", "llf-gridworld", "llf-optimization-", "llf-highway-parking")
+                   if any(i.startswith(p) for i in LLF_IDS)})
 
 
 def test_toy_string_api():
@@ -65,7 +69,14 @@ def test_unknown_and_non_llf_ids():
 
 
 @pytest.mark.parametrize("env_id", LLF_IDS)
-def test_every_llf_id_passes_check_env(env_id):
+def test_every_llf_id_has_the_string_api(env_id):
+    env = llf_gym.make(env_id)
+    assert set(env.observation_space.spaces) == {"observation", "instruction", "feedback"}
+    assert env.action_space is not None
+
+
+@pytest.mark.parametrize("env_id", FAMILIES)
+def test_each_llf_family_passes_check_env(env_id):
     env = llf_gym.make(env_id)
     check_env(env, skip_render_check=True)
     obs, info = env.reset(seed=0)
