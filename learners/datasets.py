@@ -198,7 +198,8 @@ def episodes_to_trajectory(vec_env, episodes: Sequence[Sequence[dict]], bos_id: 
     Prompt = ``[bos_id] + tokens(state)``, left-padded and left-truncated to ``prompt_width`` (default: the
     rollout prompt width of ``vec_env``); action = ``tokens(action)`` right-padded/truncated to
     ``action_width`` (default: the longest action string). ``action`` is the exact-match action index
-    (``num_actions`` when the text is no action).
+    (``num_actions`` when the text is no action). The files do not tell the goal from the time limit, so
+    ``terminated`` is ``done`` and ``truncated`` is False.
     """
     tok, pad = vec_env.tokenizer, vec_env.pad_id
     pw = prompt_width if prompt_width is not None else _prompt_width(vec_env, None, bos_id)

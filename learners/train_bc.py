@@ -203,9 +203,15 @@ def train_bc(cfg: BCRunConfig) -> dict:
     data_run = time.perf_counter() - t0
     n_trans = cfg.data_steps * cfg.data_envs
     done = np.asarray(traj.done)
+    first_ret, first_done = jax.device_get(first_episode_returns(traj))
+    data_mean = float(first_ret[first_done].mean()) if first_done.any() else None
     data_stats = {"transitions": n_trans, "episodes": int(done.sum()),
                   "mean_step_reward": float(np.asarray(traj.reward).mean()),
-                  "transitions_per_min": n_trans / data_run * 60, "gen_wall_s_with_compile": data_wall}
+                  # the data's average return (each env's first episode, uniform starts) and its score
+                  "mean_return": data_mean, "first_episodes_finished": float(first_done.mean()),
+                  "score": None if data_mean is None else float(jaxlm_gym.score.normalize(cfg.task, data_mean)),
+                  "transitions_per_min": n_trans / data_run * 60, "env_steps_per_s": n_trans / data_run,
+                  "gen_wall_s_with_compile": data_wall}
     del traj
     log(event="data", **data_stats)
 
