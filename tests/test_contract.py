@@ -65,7 +65,7 @@ def _rollout(vec, key, steps=STEPS, params=None):
 
 
 def _spec(tree):
-    return jax.tree.map(lambda x: (jnp.shape(x), jnp.asarray(x).dtype), tree)
+    return jax.tree.map(lambda x: (jnp.shape(x), x.dtype if hasattr(x, "dtype") else jnp.asarray(x).dtype), tree)
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: "-".join(c))
