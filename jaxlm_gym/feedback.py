@@ -142,7 +142,8 @@ def _gate(blocks: list[Block], key: str) -> list[Block]:
 
 def llf_text(env, *, instruction: Mapping[str, Parts], feedback: Mapping[str, Mapping[int, Sequence[Node]]],
              observation: Parts, actions: Sequence[str] = (), aliases: Mapping[str, int] | None = None,
-             parser=None, prepare=None, invalid: Sequence[Node] | None = None) -> TaskText:
+             parser=None, prepare=None, invalid: Sequence[Node] | None = None,
+             common: Mapping[str, int] | None = None) -> TaskText:
     """The ``TaskText`` of an LLF core: instruction at reset, feedback after each step,
     then the task's observation.
 
@@ -154,7 +155,8 @@ def llf_text(env, *, instruction: Mapping[str, Parts], feedback: Mapping[str, Ma
     sentences that holds its own ``Paraphrase`` pools (one draw per sentence, as the
     reference). ``observation``: a node or a list of nodes and
     blocks. ``prepare``: the task's own in-graph ``facts -> facts`` (derived facts), run
-    before the feedback's. ``invalid``: wordings (>= ``MIN_WORDINGS``) of the message for
+    before the feedback's. ``common``: more facts with their usual value, e.g. a per-row
+    gate of the instruction's repeated rows (see ``Document.compile``). ``invalid``: wordings (>= ``MIN_WORDINGS``) of the message for
     a text that is no action (the core's ``invalid`` fact is 1); give it when the core has one. As the
     reference's ``TextWrapper`` (which reports the parse error as the feedback, whatever
     ``feedback_type``), it replaces the feedback on that step."""
@@ -190,4 +192,7 @@ def llf_text(env, *, instruction: Mapping[str, Parts], feedback: Mapping[str, Ma
     parts = {"instruction": Document(*instr), "feedback": Document(fb), "observation": Document(*obs)}
     fb_prepare = _prepare(kinds, mixture, has_invalid)
     both = fb_prepare if prepare is None else (lambda facts: fb_prepare(prepare(facts)))
-    return TaskText(Document(*whole), tuple(actions), parser=parser, aliases=aliases, prepare=both, parts=parts)
+    # After a step (most observations) the instruction is absent: render that case with
+    # the instruction's pieces left out (``common``; a task adds its own gates).
+    return TaskText(Document(*whole), tuple(actions), parser=parser, aliases=aliases, prepare=both, parts=parts,
+                    common={"at_reset": 0, **(common or {})})

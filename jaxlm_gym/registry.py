@@ -30,6 +30,7 @@ class TaskText:
     aliases: Mapping[str, int] | None = None
     prepare: Callable[[Mapping], Mapping] | None = None
     parts: Mapping[str, Document] | None = None
+    common: Mapping[str, int] | None = None  # the usual value of some facts (see Document.compile)
 
 
 @dataclasses.dataclass(frozen=True)

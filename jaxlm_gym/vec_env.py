@@ -16,6 +16,8 @@ import numpy as np
 from gymnax.environments import spaces
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from pure_envs.base import TextEnv
+
 from . import registry
 from .text import ActionParser, get_tokenizer
 
@@ -59,7 +61,7 @@ class VecEnv:
         text_tok = self.tokenizer if obs_mode != "symbolic" else None
         if max_tokens is not None and text_tok is None:
             raise ValueError("max_tokens only applies with obs_mode 'tokens' or 'both'")
-        self.text = self.task_text.document.compile(text_tok, max_tokens, paraphrase)
+        self.text = self.task_text.document.compile(text_tok, max_tokens, paraphrase, self.task_text.common)
         self.parser = None
         if action_mode == "tokens" or self.tokenizer is not None:
             if self.task_text.parser is not None:
@@ -106,14 +108,49 @@ class VecEnv:
         state = self._shard(state)
         index = self._action_index(action)
         env_keys, text_keys = self._split(key)
-        core_obs, state, reward, terminated, truncated, info = jax.vmap(
-            self.env.step, in_axes=(0, 0, 0, None))(env_keys, state, index, params)
-        info = dict(info)
-        info["final_observation"] = self._view(info["final_observation"], text_keys)
+        if not isinstance(self.env, TextEnv):
+            core_obs, state, reward, terminated, truncated, info = jax.vmap(
+                self.env.step, in_axes=(0, 0, 0, None))(env_keys, state, index, params)
+            info = dict(info)
+            info["final_observation"] = self._view(info["final_observation"], text_keys)
+            view = self._view(core_obs, text_keys)
+        else:
+            view, state, reward, terminated, truncated, info = self._step_text_env(
+                env_keys, text_keys, state, index, params)
         if self.action_mode == "tokens":
             info["action" if not self.discrete else "action_index"] = index
-        out = (self._view(core_obs, text_keys), state, reward, terminated, truncated, info)
+        out = (view, state, reward, terminated, truncated, info)
         return self._shard(out)
+
+    def _step_text_env(self, env_keys, text_keys, state, index, params):
+        """``TextEnv.step`` for the batch, element for element, with two batch-level
+        shortcuts: the auto-reset (for every env a fresh episode, computed by gymnax-style
+        cores on every step) runs only when some env of the batch is done, and so does the
+        rendering of ``final_observation`` (equal to the observation when no env is done).
+        Tasks whose episodes end together or never (gridworld, bandits, optimization) skip
+        both on most steps."""
+        env = self.env
+        if env.step_needs_key:
+            pairs = jax.vmap(jax.random.split)(env_keys)
+            k_step, k_reset = pairs[:, 0], pairs[:, 1]
+        else:
+            k_step = k_reset = env_keys
+        obs_st, state_st, reward, terminated, info = jax.vmap(env.step_env, in_axes=(0, 0, 0, None))(
+            k_step, state, index, params)
+        truncated = jax.vmap(env.is_truncated, in_axes=(0, None))(state_st, params)
+        done = jnp.logical_or(terminated, truncated)
+        any_done = jnp.any(done)
+
+        def reset_done(_):
+            obs_re, state_re = jax.vmap(env.reset_env, in_axes=(0, None))(k_reset, params)
+            pick = lambda r, s: jnp.where(done.reshape(done.shape + (1,) * (r.ndim - 1)), r, s)  # noqa: E731
+            return jax.tree.map(pick, obs_re, obs_st), jax.tree.map(pick, state_re, state_st)
+
+        obs, state = jax.lax.cond(any_done, reset_done, lambda _: (obs_st, state_st), None)
+        view = self._view(obs, text_keys)
+        final = jax.lax.cond(any_done, lambda _: self._view(obs_st, text_keys), lambda _: view, None)
+        info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": final}
+        return view, state, reward, terminated, truncated, info
 
     # ------------------------------------------------------------------ host helpers
     def decode(self, obs) -> list[str]:
@@ -178,6 +215,8 @@ class VecEnv:
             action = {None: action}
         else:
             want = dict(leaves)
+            if hasattr(action, "__dataclass_fields__"):  # a struct of the core (e.g. OptimizationAction)
+                action = {k: getattr(action, k) for k in action.__dataclass_fields__}
             if not isinstance(action, dict) or set(action) != set(want):
                 raise ValueError(f"{self.id}: actions must be a dict with keys {sorted(want)}")
         out = {}

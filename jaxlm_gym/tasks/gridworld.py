@@ -285,7 +285,8 @@ def _prepare(facts):
 
 def gridworld_text(env: gw.Gridworld):
     return llf_text(env, instruction=_instruction(), feedback=_feedback(), observation=_observation(),
-                    actions=ACTIONS, aliases=ALIASES, prepare=_prepare, invalid=[Lit(t) for t in INVALID])
+                    actions=ACTIONS, aliases=ALIASES, prepare=_prepare, invalid=[Lit(t) for t in INVALID],
+                    common={"path_show": 0})  # the path rows are empty after reset
 
 
 register("llf-gridworld-v0", gw.Gridworld, gridworld_text,

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import numbers
-from .template import Block, Node, choice_keys, flatten, fuse, keys_of, longest, paraphrase_pools, touching_pairs
+from .template import (Block, Node, choice_keys, flatten, fuse, keys_of, longest, paraphrase_pools, specialize,
+                       touching_pairs)
 from .tokenizer import Tokenizer
 
 
@@ -26,8 +27,11 @@ class Document:
         self.blocks = tuple(b if isinstance(b, Block) else Block(b) for b in blocks)
 
     def compile(self, tokenizer: Tokenizer | None = None, max_tokens: int | None = None,
-                paraphrase: int | None = None) -> "CompiledText":
-        return CompiledText(self, tokenizer, max_tokens, paraphrase)
+                paraphrase: int | None = None, common: Mapping[str, int] | None = None) -> "CompiledText":
+        """``common``: facts whose value is usually this one (e.g. ``{"at_reset": 0}``): the
+        renderer then also compiles the text specialised to that case (fewer pieces) and
+        uses it, with a batch-level ``lax.cond``, whenever every env of the batch has it."""
+        return CompiledText(self, tokenizer, max_tokens, paraphrase, common)
 
 
 class CompiledText:
@@ -39,7 +43,8 @@ class CompiledText:
     """
 
     def __init__(self, document: Document, tokenizer: Tokenizer | None = None,
-                 max_tokens: int | None = None, paraphrase: int | None = None):
+                 max_tokens: int | None = None, paraphrase: int | None = None,
+                 common: Mapping[str, int] | None = None):
         self.document = document
         self.tokenizer = tokenizer
         self._blocks = []
@@ -95,6 +100,10 @@ class CompiledText:
         self.max_tokens = None
         if tokenizer is not None:
             self._compile_tokens(tokenizer, max_tokens)
+        self._common = None
+        if common and tokenizer is not None:
+            fast = Document(*(Block(specialize(b.node, common), b.repeat) for b in document.blocks))
+            self._common = (dict(common), CompiledText(fast, tokenizer, self.max_tokens))
 
     # ------------------------------------------------------------------ tokens
     def _compile_tokens(self, tok: Tokenizer, max_tokens: int | None):
@@ -197,6 +206,13 @@ class CompiledText:
         if self.max_tokens is None:
             raise ValueError("this document was compiled without a tokenizer")
         self._check_keys(facts)
+        if self._common is not None:
+            fixed, fast = self._common
+            usual = jnp.all(jnp.stack([jnp.all(jnp.asarray(facts[k]) == v) for k, v in fixed.items()]))
+            return jax.lax.cond(usual, fast._render_batch, self._render_batch, dict(facts))
+        return self._render_batch(facts)
+
+    def _render_batch(self, facts: Mapping) -> dict[str, jax.Array]:
         gid, on, vals = jax.vmap(self.plan)(facts)
         flat, start, length = (jnp.asarray(a) for a in (self._tok_flat, self._tok_start, self._tok_len))
         if not self.nums:

@@ -284,6 +284,21 @@ def paraphrase_pools(node: Node) -> dict[str, int]:
     return out
 
 
+def specialize(node: Node, fixed: Mapping[str, int]) -> Node:
+    """``node`` with every ``Switch`` on a key of ``fixed`` resolved to that value's case
+    (nothing when there is none): the text of the common case, with fewer pieces."""
+    if isinstance(node, Seq):
+        return Seq(*(specialize(p, fixed) for p in node.parts))
+    if isinstance(node, Switch):
+        if node.key in fixed:
+            hit = [c for v, c in node.cases if v == fixed[node.key]]
+            return specialize(hit[0], fixed) if hit else Seq()
+        return Switch(node.key, {v: specialize(c, fixed) for v, c in node.cases})
+    if isinstance(node, Paraphrase):
+        return type(node)(node.key, [specialize(a, fixed) for a in node.alternatives])
+    return node
+
+
 def choice_keys(node: Node) -> set[str]:
     """Keys of the ``Choice`` pools under ``node``."""
     if isinstance(node, Seq):
