@@ -114,6 +114,9 @@ def _info(info, i: int | None = None) -> dict[str, Any]:
     for k, v in info.items():
         if k == "final_observation":
             continue
+        if isinstance(v, dict):  # a parsed text action of several arrays, e.g. {"x", "kind"}
+            out[k] = _info(v, i)
+            continue
         v = np.asarray(v) if i is None else np.asarray(v)[i]
         out[k] = v.item() if v.ndim == 0 else v
     return out

@@ -164,7 +164,10 @@ class Optimization(LLFEnv):
         an int H: truncate after H steps, and the counter shows the steps left, H - t);
       ``end_on_stop_or_hit`` (False: never terminated, as the reference's
         ``TerminalFreeWrapper`` (F3); True: a stop or a hit terminates, as the inner env's
-        ``done``).
+        ``done``);
+      ``paraphrase_instruction`` (False: the instruction is always its first wording, as the
+        reference, whose instruction paraphrase never applies (F4); True: each reset draws
+        one of the text layer's instruction wordings). Read by the text layer only.
 
     Observation (dict):
       symbolic: ``x`` float32[2] (the current point prev_x), ``y`` float32 (f(x)), ``grad``
@@ -225,8 +228,11 @@ class Optimization(LLFEnv):
 
     def __init__(self, function: str = "Booth", instruction_type: str = "b", feedback_type="a",
                  fix_stop_reward: bool = False, fix_unchanged_coordinate: bool = False,
-                 horizon: int | None = None, end_on_stop_or_hit: bool = False):
+                 horizon: int | None = None, end_on_stop_or_hit: bool = False,
+                 paraphrase_instruction: bool = False):
         super().__init__(instruction_type, feedback_type)
+        if not isinstance(paraphrase_instruction, (bool, np.bool_)):
+            raise ValueError(f"paraphrase_instruction must be True or False, got {paraphrase_instruction!r}")
         if function not in FUNCTION_TABLE:
             raise ValueError(f"unknown optimization function {function!r}; valid functions: {list(FUNCTIONS)}")
         if horizon is not None and int(horizon) < 1:
@@ -243,6 +249,7 @@ class Optimization(LLFEnv):
         self.fix_unchanged_coordinate = bool(fix_unchanged_coordinate)
         self.horizon = None if horizon is None else int(horizon)
         self.end_on_stop_or_hit = bool(end_on_stop_or_hit)
+        self.paraphrase_instruction = bool(paraphrase_instruction)  # F4 flag (text layer)
         self._value_and_grad = jax.value_and_grad(self.f)
         self.fact_shapes = {k: () for k in FACT_TYPES}
 
@@ -406,6 +413,11 @@ class Optimization(LLFEnv):
         # Numbers that overflow float32 (far outside the domain) are shown saturated, not NaN.
         out = {k: jnp.nan_to_num(jnp.asarray(facts[k], jnp.float32)) if t == "f" else jnp.asarray(facts[k], jnp.int32)
                for k, t in FACT_TYPES.items()}
+        # The text layer writes y in-graph and the host rebuilds the text from the returned fact.
+        # XLA may evaluate f twice, fused into two consumers, rounding differently (FMA), so the
+        # two texts could differ in the last digit. Dividing by a traced 1.0 (exact) materialises
+        # y once: XLA does not duplicate a division into its consumers.
+        out["y"] = out["y"] / (1.0 + 0.0 * out["attempts"].astype(jnp.float32))
         sym = {"x": jnp.asarray(x, jnp.float32), "y": jnp.nan_to_num(jnp.asarray(y, jnp.float32)),
                "grad": jnp.nan_to_num(jnp.asarray(grad, jnp.float32))}
         return {"symbolic": sym, "facts": out}
