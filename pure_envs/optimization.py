@@ -167,7 +167,10 @@ class Optimization(LLFEnv):
         ``done``);
       ``paraphrase_instruction`` (False: the instruction is always its first wording, as the
         reference, whose instruction paraphrase never applies (F4); True: each reset draws
-        one of the text layer's instruction wordings). Read by the text layer only.
+        one of the text layer's instruction wordings). Read by the text layer only;
+      ``stop_words_anywhere`` (True: a stop word anywhere in the action text makes it a stop,
+        even next to a point, as the reference (F2); False: a point in the text wins, and a
+        stop word stops only a text with no point). Read by the text parser only.
 
     Observation (dict):
       symbolic: ``x`` float32[2] (the current point prev_x), ``y`` float32 (f(x)), ``grad``
@@ -229,7 +232,7 @@ class Optimization(LLFEnv):
     def __init__(self, function: str = "Booth", instruction_type: str = "b", feedback_type="a",
                  fix_stop_reward: bool = False, fix_unchanged_coordinate: bool = False,
                  horizon: int | None = None, end_on_stop_or_hit: bool = False,
-                 paraphrase_instruction: bool = False):
+                 paraphrase_instruction: bool = False, stop_words_anywhere: bool = True):
         super().__init__(instruction_type, feedback_type)
         if not isinstance(paraphrase_instruction, (bool, np.bool_)):
             raise ValueError(f"paraphrase_instruction must be True or False, got {paraphrase_instruction!r}")
@@ -250,6 +253,7 @@ class Optimization(LLFEnv):
         self.horizon = None if horizon is None else int(horizon)
         self.end_on_stop_or_hit = bool(end_on_stop_or_hit)
         self.paraphrase_instruction = bool(paraphrase_instruction)  # F4 flag (text layer)
+        self.stop_words_anywhere = bool(stop_words_anywhere)  # F2 flag (the text parser)
         self._value_and_grad = jax.value_and_grad(self.f)
         self.fact_shapes = {k: () for k in FACT_TYPES}
 

@@ -27,7 +27,7 @@ def test_throughput_cli_smoke(tmp_path):
         assert {"compile_s", "steps", "repeats", "seconds", "steps_per_s_best", "steps_per_s_median"} <= set(r)
         assert r["steps_per_s_best"] > 0 and r["steps_per_s_median"] > 0 and r["compile_s"] > 0
 
-    assert "| env | obs_mode | num_envs |" in proc.stdout and "maze-fo" in proc.stdout
+    assert "| env | feedback | obs_mode | num_envs |" in proc.stdout and "maze-fo" in proc.stdout
     if importlib.util.find_spec("matplotlib") is not None:
         assert out_png.exists() and out_png.stat().st_size > 0
 

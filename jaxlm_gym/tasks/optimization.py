@@ -37,7 +37,8 @@ attempts as integers (the counter goes negative past the budget, F3); domain bou
 written as Python's ``{:g}`` (``-65.536``). See ``jaxlm_gym.text.numbers`` for the format.
 
 **Actions** are free text, parsed in-graph (``OptimizationTextParser``): a stop word
-``reach``/``stay``/``stop`` anywhere in the text makes it a stop (F2); otherwise the first
+``reach``/``stay``/``stop`` anywhere in the text makes it a stop (F2; the core flag
+``stop_words_anywhere=False`` lets a point win over a stop word); otherwise the first
 ``[a, b]`` pair of the reference's regex is the point (``.5`` and ``+1`` do not parse, F6);
 anything else is invalid text. Only the text's first ``numparse.DEFAULT_WIDTH`` (64) bytes are
 searched (the reference searches all of it). ``ACTIONS`` are example texts, not a list of all.
@@ -48,6 +49,8 @@ whatever the wording (see ``_segments``): number pieces dominate render and comp
 """
 
 from __future__ import annotations
+
+import functools
 
 from typing import Sequence
 
@@ -93,9 +96,11 @@ class OptimizationTextParser(OptimizationActionParser):
         return {"x": jnp.where(out["kind"] == P_POINT, out["x"], 0.0), "kind": out["kind"]}
 
 
-def optimization_parser(tokenizer, width: int = DEFAULT_WIDTH, stop_words: Sequence[str] = STOP_WORDS):
-    """The ``TaskText.parser`` factory: ``tokenizer -> OptimizationTextParser``."""
-    return OptimizationTextParser(tokenizer, width, stop_words)
+def optimization_parser(tokenizer, width: int = DEFAULT_WIDTH, stop_words: Sequence[str] = STOP_WORDS,
+                        stop_first: bool = True):
+    """The ``TaskText.parser`` factory: ``tokenizer -> OptimizationTextParser``. ``stop_first``
+    is F2 (the env's ``stop_words_anywhere`` flag)."""
+    return OptimizationTextParser(tokenizer, width, stop_words, stop_first)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -329,7 +334,8 @@ def optimization_text(env: opt.Optimization):
         "fn": _future("fn", d, lo, hi),
     }
     return llf_text(env, instruction={"b": instruction}, feedback=feedback, observation=_observation(d),
-                    actions=ACTIONS, parser=optimization_parser, prepare=_prepare)
+                    actions=ACTIONS, prepare=_prepare,
+                    parser=functools.partial(optimization_parser, stop_first=env.stop_words_anywhere))
 
 
 #: The reference marks these "not recommended": an LLM's first guess [0, 0] is the optimum.

@@ -119,9 +119,10 @@ class CompiledText:
         self._tok_start = starts
         self._codecs = [numbers.codec(tok, n.decimals, n.prefix) for n in self.nums]
         self.num_tokens = max((c.max_tokens for c in self._codecs), default=0)
-        needed = sum(longest(b.node, lambda s: len(enc[s]) if s in enc else len(tok.encode(s)),
-                             lambda n: numbers.codec(tok, n.decimals, n.prefix).max_tokens)
-                     * (b.repeat or 1) for b in self.document.blocks)
+        row_tokens = [int(longest(b.node, lambda s: len(enc[s]) if s in enc else len(tok.encode(s)),
+                                  lambda n: numbers.codec(tok, n.decimals, n.prefix).max_tokens))
+                      for b in self.document.blocks]
+        needed = sum(w * (b.repeat or 1) for w, b in zip(row_tokens, self.document.blocks))
         self.required_tokens = max(int(needed), 1)
         if max_tokens is None:
             max_tokens = self.required_tokens
@@ -133,6 +134,32 @@ class CompiledText:
             )
         self.max_tokens = int(max_tokens)
         self.pad_id = int(tok.pad_id)
+        self._layout_rows(row_tokens)
+
+    def _layout_rows(self, row_tokens: list[int]):
+        """Choose the repeated blocks rendered row by row (two levels).
+
+        Laying P pieces into a buffer of W tokens costs W x P compare-selects. A block of R
+        rows of P pieces, each row at most Wb tokens, costs W x R x P laid out flat, but
+        R x Wb x P + W x R when each row is first laid into its own Wb-token buffer and the
+        R rows are then laid out as R pieces. Each block takes the cheaper of the two."""
+        width = self.max_tokens
+        self._hier = []  # (first piece, rows, pieces per row, row width, first row slot)
+        top_piece, top_row = [], []  # per top-level piece: flat piece index, or -1 and its row slot
+        offset = rows = 0
+        for (pieces, _, repeat), wb in zip(self._blocks, row_tokens):
+            n, r = len(pieces), repeat or 1
+            if repeat and n > 1 and r * wb * n + width * r < width * r * n:
+                self._hier.append((offset, r, n, max(int(wb), 1), rows))
+                top_piece.extend([-1] * r)
+                top_row.extend(range(rows, rows + r))
+                rows += r
+            else:
+                top_piece.extend(range(offset, offset + n * r))
+                top_row.extend([-1] * (n * r))
+            offset += n * r
+        self._top_piece = np.asarray(top_piece, np.int32)
+        self._top_row = np.asarray(top_row, np.int32)
 
     def _check_boundaries(self, tok: Tokenizer, enc: Mapping[str, list[int]], pairs: list[tuple[str, str]]):
         """Every two pieces that can touch must tokenize apart exactly as together."""
@@ -213,6 +240,8 @@ class CompiledText:
         return self._render_batch(facts)
 
     def _render_batch(self, facts: Mapping) -> dict[str, jax.Array]:
+        if self._hier:
+            return self._render_rows(facts)
         gid, on, vals = jax.vmap(self.plan)(facts)
         flat, start, length = (jnp.asarray(a) for a in (self._tok_flat, self._tok_start, self._tok_len))
         if not self.nums:
@@ -221,6 +250,47 @@ class CompiledText:
         dyn, dyn_index = jnp.asarray(self._dyn), jnp.asarray(self._dyn_index)
         return jax.vmap(lambda g, o, t, n: _concat(g, o, flat, start, length, self.max_tokens, self.pad_id,
                                                    (dyn, dyn_index, t, n)))(gid, on, ntok, nlen)
+
+    def _render_rows(self, facts: Mapping) -> dict[str, jax.Array]:
+        """``_render_batch`` in two levels (see ``_layout_rows``): rows of the chosen blocks
+        into their own buffers, then everything into the document's buffer, the rows being
+        runs read from those buffers as number pieces are read from their tokens."""
+        gid, on, vals = jax.vmap(self.plan)(facts)
+        n = gid.shape[0]
+        flat, start, length = (jnp.asarray(a) for a in (self._tok_flat, self._tok_start, self._tok_len))
+        if self.nums:
+            ntok, nlen = self._number_tokens(vals)
+        else:
+            ntok, nlen = jnp.zeros((n, 0, 1), jnp.int32), jnp.zeros((n, 0), jnp.int32)
+        row_tok, row_len = [], []
+        for first, rows, per_row, wb, _ in self._hier:
+            sl = slice(first, first + rows * per_row)
+            g, o = gid[:, sl].reshape(n, rows, per_row), on[:, sl].reshape(n, rows, per_row)
+            d = self._dyn[sl].reshape(rows, per_row)
+            if d.any():
+                di = self._dyn_index[sl].reshape(rows, per_row)
+                one = jax.vmap(lambda g, o, d, di, t, nl, wb=wb: _concat_numbers(
+                    g, o, flat, start, length, wb, self.pad_id, d, di, t, nl), in_axes=(0, 0, 0, 0, None, None))
+                out = jax.vmap(one, in_axes=(0, 0, None, None, 0, 0))(g, o, jnp.asarray(d), jnp.asarray(di),
+                                                                       ntok, nlen)
+            else:
+                out = jax.vmap(jax.vmap(lambda g, o, wb=wb: _concat(g, o, flat, start, length, wb, self.pad_id)))(
+                    g, o)
+            row_tok.append(out["tokens"])
+            row_len.append(out["length"])
+        k = max([ntok.shape[2]] + [t.shape[2] for t in row_tok])
+        runs = jnp.concatenate([jnp.pad(t, ((0, 0), (0, 0), (0, k - t.shape[2])), constant_values=self.pad_id)
+                                for t in [ntok] + row_tok], axis=1)
+        run_len = jnp.concatenate([nlen] + row_len, axis=1)
+        is_row = self._top_piece < 0
+        pick = np.where(is_row, 0, self._top_piece)
+        dyn = is_row | self._dyn[pick]
+        dyn_index = np.where(is_row, ntok.shape[1] + self._top_row, self._dyn_index[pick]).astype(np.int32)
+        top_gid = jnp.where(jnp.asarray(is_row), 0, gid[:, pick])
+        top_on = jnp.asarray(is_row) | on[:, pick]
+        dyn, dyn_index = jnp.asarray(dyn), jnp.asarray(dyn_index)
+        return jax.vmap(lambda g, o, t, nl: _concat_numbers(g, o, flat, start, length, self.max_tokens, self.pad_id,
+                                                            dyn, dyn_index, t, nl))(top_gid, top_on, runs, run_len)
 
     def _number_tokens(self, vals: jax.Array) -> tuple[jax.Array, jax.Array]:
         """int32[N, U, K] tokens and int32[N, U] lengths of the U distinct numbers of a batch."""

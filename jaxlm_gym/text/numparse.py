@@ -420,12 +420,16 @@ def find_pair(text: jax.Array, length: jax.Array, grammar: str = "optimization")
     raise ValueError(f"unknown grammar {grammar!r}; valid: {', '.join(GRAMMARS)}")
 
 
-def parse_optimization_text(text: jax.Array, length: jax.Array, words: Sequence[str] = STOP_WORDS) -> dict:
+def parse_optimization_text(text: jax.Array, length: jax.Array, words: Sequence[str] = STOP_WORDS,
+                            stop_first: bool = True) -> dict:
     """The optimization task's action rule on bytes: ``{"x": float32[2], "kind": int32,
-    "truncated": bool}``; kind ``POINT`` (0), ``STOP`` (1, a stop word anywhere wins, F2) or
-    ``INVALID`` (2). ``x`` is NaN unless kind is POINT."""
+    "truncated": bool}``; kind ``POINT`` (0), ``STOP`` (1) or ``INVALID`` (2). ``x`` is NaN
+    unless kind is POINT. ``stop_first`` (the reference, F2): a stop word anywhere wins over a
+    point; ``False``: a point wins, and a stop word counts only in a text with no point."""
     found, vals = find_pair_optimization(text, length)
     stop = has_stop_word(text, length, words)
+    if not stop_first:
+        stop = stop & ~found
     kind = jnp.where(stop, STOP, jnp.where(found, POINT, INVALID)).astype(jnp.int32)
     x = jnp.where(kind == POINT, vals, jnp.nan)
     return {"x": x, "kind": kind, "truncated": length > text.shape[0]}
@@ -473,14 +477,16 @@ class OptimizationActionParser(_TokenParser):
 
     POINT, STOP, INVALID = POINT, STOP, INVALID
 
-    def __init__(self, tokenizer: Tokenizer, width: int = DEFAULT_WIDTH, stop_words: Sequence[str] = STOP_WORDS):
+    def __init__(self, tokenizer: Tokenizer, width: int = DEFAULT_WIDTH, stop_words: Sequence[str] = STOP_WORDS,
+                 stop_first: bool = True):
         super().__init__(tokenizer, width)
         self.stop_words = tuple(stop_words)
+        self.stop_first = bool(stop_first)
         self.invalid = INVALID
 
     def parse(self, tokens: jax.Array) -> dict:
         text, length = self.bytes(tokens)
-        return parse_optimization_text(text, length, self.stop_words)
+        return parse_optimization_text(text, length, self.stop_words, self.stop_first)
 
 
 class VectorActionParser(_TokenParser):
