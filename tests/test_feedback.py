@@ -17,11 +17,15 @@ def _vec(n=8, **kw):
 
 
 def _roll(vec, actions, seed=0):
-    obs, state = vec.reset(jax.random.key(seed))
+    # Jitted once per vec: op-by-op (eager) text rendering is far slower than a compile.
+    if not hasattr(vec, "_jit"):
+        vec._jit = (jax.jit(vec.reset), jax.jit(vec.step))
+    reset, step = vec._jit
+    obs, state = reset(jax.random.key(seed))
     texts = [vec.decode(obs)]
     outs = [obs]
     for t, k in enumerate(jax.random.split(jax.random.key(seed + 1), len(actions))):
-        obs, state, *_ = vec.step(k, state, jnp.full((vec.num_envs,), actions[t], jnp.int32))
+        obs, state, *_ = step(k, state, jnp.full((vec.num_envs,), actions[t], jnp.int32))
         texts.append(vec.decode(obs))
         outs.append(obs)
     return texts, outs
@@ -89,8 +93,8 @@ def test_paraphrase_pinned_and_drawn():
 
 def test_text_actions_with_aliases():
     vec = _vec(n=4, action_mode="tokens")
-    obs, state = vec.reset(jax.random.key(0))
+    obs, state = jax.jit(vec.reset)(jax.random.key(0))
     acts = vec.encode_actions(["1", "zero", "one", "2"])
-    _, _, r, *_, info = vec.step(jax.random.key(1), state, jnp.asarray(acts))
+    _, _, r, *_, info = jax.jit(vec.step)(jax.random.key(1), state, jnp.asarray(acts))
     assert np.asarray(info["action_index"]).tolist() == [1, 0, 1, 2]
     np.testing.assert_allclose(np.asarray(r), [1.0, 0.25, 1.0, 0.0])

@@ -12,9 +12,10 @@ import toy_llf  # noqa: F401  (registers toy-llf)
 from jaxlm_gym import gym as llf_gym
 
 LLF_IDS = [i for i in jaxlm_gym.list_envs() if i.startswith("llf-")]
-# One id per family for the compiled checks (the variants of a family share their code).
+# One id per family for the compiled checks (the variants of a family share their code);
+# optimization's check_env runs in tests/test_optimization_text.py (test_gym_string_api).
 FAMILIES = sorted({next(i for i in LLF_IDS if i.startswith(p)) for p in
-                   ("llf-bandits-", "llf-gridworld", "llf-optimization-", "llf-highway-parking")
+                   ("llf-bandits-", "llf-gridworld", "llf-highway-parking")
                    if any(i.startswith(p) for i in LLF_IDS)})
 
 

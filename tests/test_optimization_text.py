@@ -1,11 +1,11 @@
 """LLF optimization text (``jaxlm_gym.tasks.optimization``): in-graph tokens equal the host
-text over random rollouts with mixed action texts (feedback a, m, n); the reference's rules
-through text actions (hit, F1 stop reward and its fix, F2 stop words anywhere, F6 ``.5``);
-the hp/hn sentence of each coordinate on a hand-picked point (F5 included); the instruction
+text over random rollouts with mixed action texts (feedback a and n); the reference's rules
+through text actions (hit, F1 stop reward and its fix, F2 stop words anywhere and its flag,
+F6 ``.5``); the hp/hn sentence of each coordinate on a hand-picked point (F5 included); the instruction
 pinned by default (F4) and drawn with the flag; the gymnasium string API.
 
-Compiles dominate: one jitted reset + scan and one host decode per feedback type, all
-module-scoped; the scripted rule checks ride in the first rows of the ``a`` rollout.
+Compiles dominate: one jitted reset + scan and one host decode per feedback type, built in
+one test; the scripted rule checks ride in the first rows of the ``a`` rollout.
 """
 
 from __future__ import annotations
@@ -117,21 +117,6 @@ def _run(feedback_type, seed, scripted=False, **config):
     return {"vec": vec, "texts": texts, "obs": obs, "r": r, "info": info, "host": host, "host0": host0}
 
 
-@pytest.fixture(scope="module")
-def run_a():
-    return _run("a", 0, scripted=True)
-
-
-@pytest.fixture(scope="module")
-def run_m():
-    return _run("m", 1)
-
-
-@pytest.fixture(scope="module")
-def run_n():
-    return _run("n", 2, paraphrase_instruction=True)
-
-
 def _check_tokens(run):
     tok = run["vec"].tokenizer
     host, obs = run["host"], run["obs"]
@@ -142,10 +127,7 @@ def _check_tokens(run):
         assert toks[i, : lens[i]].tolist() == ids, host.ravel()[i]
 
 
-@pytest.mark.parametrize("name", ["run_a", "run_m", "run_n"])
-def test_tokens_equal_host_text_and_parse_matches_reference(name, request):
-    run = request.getfixturevalue(name)
-    _check_tokens(run)
+def _check_parse(run):
     kind, x = run["info"]["action"]["kind"], run["info"]["action"]["x"]
     for t in range(STEPS):
         for i in range(N):
@@ -159,7 +141,7 @@ def test_tokens_equal_host_text_and_parse_matches_reference(name, request):
     assert not run["info"]["valid_action"][invalid].any()
 
 
-def test_rules_through_text_actions(run_a):
+def _check_rules_through_text_actions(run_a):
     r, info, obs, host0 = run_a["r"], run_a["info"], run_a["obs"], run_a["host0"]
     facts = obs["facts"]
     # "x = [1, 3]" on Booth is a hit: reward -min_y / 100 = 0, success.
@@ -183,7 +165,7 @@ def test_rules_through_text_actions(run_a):
     np.testing.assert_array_equal(info["action"]["x"][0, 8], [10.0, -2.5])
 
 
-def test_hindsight_sentence_per_coordinate(run_a):
+def _check_hindsight_sentence_per_coordinate(run_a):
     """From prev_x = (0, 0), grad f = (-34, -38): moving x1 up lowers f (hp); x2 unchanged is
     called "decreasing" (F5) and gets hn. At x = (2, 0), grad f = (-14, -22): larger x1, x2."""
     f = {k: v[2, 6] for k, v in run_a["obs"]["facts"].items()}
@@ -201,7 +183,7 @@ def test_hindsight_sentence_per_coordinate(run_a):
     assert "x1" in text and "0.00" in text and text.endswith("Attempts left: 9" + ASK)
 
 
-def test_instruction_pinned_by_default_and_drawn_with_the_flag(run_a, run_n):
+def _check_instruction_pinned_by_default_and_drawn_with_the_flag(run_a, run_n):
     for text in run_a["host"][0]:
         assert text.startswith(INSTRUCTION_0 + "\nYou start at x = [")
         assert text.endswith("Attempts left: 10" + ASK)
@@ -212,11 +194,9 @@ def test_instruction_pinned_by_default_and_drawn_with_the_flag(run_a, run_n):
     for t in range(1, STEPS + 1):
         for i, text in enumerate(run_n["host"][t]):
             assert text == "" or text.startswith("Now f(x) ="), text
-    with pytest.raises(ValueError, match="paraphrase_instruction"):
-        opt.Optimization("Booth", paraphrase_instruction="yes")
 
 
-def test_fix_stop_reward_through_text(run_a):
+def _check_fix_stop_reward_through_text(run_a):
     """The parsed "stop" of row 1 stepped by a core with the F1 fix: it earns what proposing
     prev_x again would, -f(0, 0) / 100."""
     env = opt.Optimization("Booth", fix_stop_reward=True)
@@ -226,6 +206,24 @@ def test_fix_stop_reward_through_text(run_a):
     _, _, reward, _, info = env.step_env(jax.random.key(0), state, action, env.default_params)
     np.testing.assert_allclose(reward, -0.74, rtol=1e-6)
     assert not info["success"]
+
+
+def test_rollouts_a_and_n():
+    """Two compiled rollouts, checked in one test so that each is built once under
+    ``pytest -n``: feedback ``a`` with the scripted rows, and feedback ``n`` with
+    ``paraphrase_instruction=True`` (the mixture ``m`` is covered on gridworld and the toy
+    task: its sentences are the ``a`` ones)."""
+    run_a = _run("a", 0, scripted=True)
+    run_n = _run("n", 2, paraphrase_instruction=True)
+    for run in (run_a, run_n):
+        _check_tokens(run)
+        _check_parse(run)
+    _check_rules_through_text_actions(run_a)
+    _check_hindsight_sentence_per_coordinate(run_a)
+    _check_instruction_pinned_by_default_and_drawn_with_the_flag(run_a, run_n)
+    _check_fix_stop_reward_through_text(run_a)
+    with pytest.raises(ValueError, match="paraphrase_instruction"):
+        opt.Optimization("Booth", paraphrase_instruction="yes")
 
 
 def test_parser_and_struct_actions():
