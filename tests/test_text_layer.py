@@ -167,3 +167,33 @@ def test_get_tokenizer_rejects_bad_input(tmp_path):
         get_tokenizer(str(tmp_path / "missing"))
     with pytest.raises(TypeError, match="tokenizer must be"):
         get_tokenizer(42)
+
+
+def test_two_level_render_of_repeated_blocks(tok):
+    """A repeated block whose rows are much shorter than the document is rendered row by row
+    (``_layout_rows``); the tokens equal the one-level render and ``tokenizer.encode``,
+    with numbers inside the rows and rows of different lengths (some empty)."""
+    from jaxlm_gym.text import Num
+
+    row = Switch("kind", {0: Seq(Lit(" row"), Slot("a", [" red", " green", " deep blue"]), Lit(":"),
+                                 Num("v", 2, " "), Lit(".")),
+                          1: Seq(Lit(" skip"), Slot("a", ["", " x", " y"]))})
+    doc = Document(Block(Lit("Rows:")), Block(row, repeat=8), Block(Num("total", 0, " ")))
+    compiled = doc.compile(tok)
+    assert compiled._hier, "the repeated block should take the two-level path"
+    n = 16
+    rng = np.random.default_rng(0)
+    facts = {"kind": jnp.asarray(rng.integers(0, 3, (n, 8)), jnp.int32),  # 2: no row at all
+             "a": jnp.asarray(rng.integers(0, 3, (n, 8)), jnp.int32),
+             "v": jnp.asarray(rng.uniform(-50, 50, (n, 8)), jnp.float32),
+             "total": jnp.asarray(rng.integers(0, 10**6, (n,)), jnp.float32)}
+    texts = _check_batch(compiled, facts, tok)
+    assert any(t.count(" row") >= 2 for t in texts) and any(" skip" in t for t in texts)
+    two = jax.jit(compiled.render_batch)(facts)
+    hier, compiled._hier = compiled._hier, []
+    try:
+        one = jax.jit(compiled.render_batch)(facts)
+    finally:
+        compiled._hier = hier
+    for k in ("tokens", "length", "mask"):
+        np.testing.assert_array_equal(two[k], one[k])
