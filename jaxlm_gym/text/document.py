@@ -144,13 +144,13 @@ class CompiledText:
         R x Wb x P + W x R when each row is first laid into its own Wb-token buffer and the
         R rows are then laid out as R pieces. Each block takes the cheaper of the two."""
         width = self.max_tokens
-        self._hier = []  # (first piece, rows, pieces per row, row width, first row slot)
+        self._hier = []  # (first piece, rows, pieces per row, row width), in layout order
         top_piece, top_row = [], []  # per top-level piece: flat piece index, or -1 and its row slot
         offset = rows = 0
         for (pieces, _, repeat), wb in zip(self._blocks, row_tokens):
             n, r = len(pieces), repeat or 1
             if repeat and n > 1 and r * wb * n + width * r < width * r * n:
-                self._hier.append((offset, r, n, max(int(wb), 1), rows))
+                self._hier.append((offset, r, n, max(int(wb), 1)))
                 top_piece.extend([-1] * r)
                 top_row.extend(range(rows, rows + r))
                 rows += r
@@ -263,7 +263,7 @@ class CompiledText:
         else:
             ntok, nlen = jnp.zeros((n, 0, 1), jnp.int32), jnp.zeros((n, 0), jnp.int32)
         row_tok, row_len = [], []
-        for first, rows, per_row, wb, _ in self._hier:
+        for first, rows, per_row, wb in self._hier:
             sl = slice(first, first + rows * per_row)
             g, o = gid[:, sl].reshape(n, rows, per_row), on[:, sl].reshape(n, rows, per_row)
             d = self._dyn[sl].reshape(rows, per_row)
