@@ -228,3 +228,67 @@ def episodes_to_trajectory(vec_env, episodes: Sequence[Sequence[dict]], bos_id: 
                       action_tokens=jnp.asarray(acts), action_mask=jnp.asarray(amask), action=jnp.asarray(action),
                       reward=jnp.asarray(reward), terminated=jnp.asarray(done), truncated=jnp.zeros((m,), bool),
                       done=jnp.asarray(done), info={})
+
+
+# ----------------------------------------------------------------------------------------------------
+# Per-step episode facts (filtering, returns)
+
+
+@jax.jit
+def episode_facts(reward: jax.Array, done: jax.Array, terminated: jax.Array) -> dict[str, jax.Array]:
+    """Facts of the episode each step belongs to, ``[T, N]`` arrays (time-major, as ``Trajectory``):
+
+    ``complete`` (the episode ended inside the window), ``ep_return`` (its undiscounted return),
+    ``last_reward`` (the reward of its last step), ``success`` (it ended by termination, not truncation) and
+    ``last`` (the step ends its episode). For an unfinished episode the last three describe the part inside the window.
+    """
+    done = done.astype(bool)
+
+    def body(carry, x):
+        ret_after, last_r, term = carry
+        r, d, te = x
+        # a done step closes its episode: the running sums restart there
+        ret = r + jnp.where(d, 0.0, ret_after)
+        last_r = jnp.where(d, r, last_r)
+        term = jnp.where(d, te, term)
+        return (ret, last_r, term), (ret, last_r, term)
+
+    n = reward.shape[1]
+    init = (jnp.zeros((n,), jnp.float32), reward[-1].astype(jnp.float32), jnp.zeros((n,), bool))
+    _, (ret_to_go, last_r, term) = jax.lax.scan(body, init, (reward.astype(jnp.float32), done, terminated),
+                                                reverse=True)
+    # the episode's return = return-to-go at its first step, spread forward over the episode
+    start = jnp.concatenate([jnp.ones((1, n), bool), done[:-1]], axis=0)
+
+    def fwd(carry, x):
+        g, s = x
+        carry = jnp.where(s, g, carry)
+        return carry, carry
+
+    _, ep_return = jax.lax.scan(fwd, jnp.zeros((n,), jnp.float32), (ret_to_go, start))
+    complete = complete_episode_mask(done)
+    return {"complete": complete, "ep_return": ep_return, "last_reward": last_r, "success": term & complete,
+            "last": done}
+
+
+def filter_steps(facts: dict, rule: str, *, last_reward_value: float = 0.0, fraction: float = 1.0) -> np.ndarray:
+    """Host: bool ``[T, N]`` keep mask of the steps of the complete episodes a filtered-BC ``rule`` keeps
+    (``learners.bc.FILTER_RULES``): ``last_reward`` (the episode's last reward equals ``last_reward_value``;
+    maze: 0 = reached the goal), ``top_fraction`` (the ``int(E * fraction)`` best returns of the ``E`` complete
+    episodes; ties at the threshold kept) or ``all``."""
+    from learners.bc import FILTER_RULES, top_fraction_count
+
+    f = {k: np.asarray(v) for k, v in jax.device_get(facts).items()}
+    complete = f["complete"]
+    if rule == "all":
+        return complete
+    if rule == "last_reward":
+        return complete & np.isclose(f["last_reward"], last_reward_value)
+    if rule == "top_fraction":
+        ep_returns = f["ep_return"][f["last"]]  # one per complete episode
+        k = top_fraction_count(ep_returns.size, fraction)
+        if k == 0:
+            return np.zeros_like(complete)
+        threshold = np.sort(ep_returns)[::-1][k - 1]
+        return complete & (f["ep_return"] >= threshold)
+    raise ValueError(f"unknown filter rule {rule!r}; valid: {FILTER_RULES}")

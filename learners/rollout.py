@@ -36,7 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from learners.models import GPT2Config, generate
+from learners.ilql import perturbed_logits
+from learners.models import GPT2Config, decode_loop, decode_step, generate, prefill
+from learners.models.heads import apply_heads
 
 # ----------------------------------------------------------------------------------------------------
 # Trajectories
@@ -196,6 +198,33 @@ def stop_token_id(vec_env, text: str = "\n") -> int:
     return int(ids[0])
 
 
+def _check_vocab(config: GPT2Config, vocab: VocabMap | None, stop_token_id: int, pad_token_id: int,
+                 max_new_tokens: int):
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    vocab = vocab if vocab is not None else VocabMap.identity(config.vocab_size)
+    if vocab.size > config.vocab_size:
+        raise ValueError(f"vocab has {vocab.size} ids but the model's vocab_size is {config.vocab_size}")
+    stop_m = vocab.model_id(stop_token_id)
+    if int(vocab.ids[stop_m]) != stop_token_id:
+        raise ValueError(f"stop token {stop_token_id} is not in the model vocabulary")
+    return vocab, stop_m, vocab.model_id(pad_token_id)
+
+
+def _finish(gen, vocab: VocabMap, max_new_tokens: int, stop_token_id: int, pad_token_id: int, append_stop: bool):
+    """Model-vocabulary ``Generation`` -> env ids ``(tokens [N, A], mask [N, A])`` (see ``make_token_policy``)."""
+    tokens = vocab.decode(gen.tokens)
+    lengths = gen.lengths
+    if append_stop:
+        stopped = jnp.take_along_axis(tokens, (lengths - 1)[:, None], axis=1)[:, 0] == stop_token_id
+        tokens = jnp.pad(tokens, ((0, 0), (0, 1)), constant_values=pad_token_id)
+        tokens = jnp.where((jnp.arange(max_new_tokens + 1)[None] == lengths[:, None]) & ~stopped[:, None],
+                           stop_token_id, tokens)
+        lengths = lengths + (~stopped).astype(jnp.int32)
+    mask = jnp.arange(tokens.shape[1])[None] < lengths[:, None]
+    return jnp.where(mask, tokens, pad_token_id).astype(jnp.int32), mask
+
+
 def make_token_policy(config: GPT2Config, *, stop_token_id: int, pad_token_id: int, max_new_tokens: int = 8,
                       vocab: VocabMap | None = None, greedy: bool = False, temperature: float = 1.0,
                       append_stop: bool = True, logits_fn_hook=None) -> PolicyFn:
@@ -205,31 +234,53 @@ def make_token_policy(config: GPT2Config, *, stop_token_id: int, pad_token_id: i
     ``append_stop`` (the reference's ``out_str_process``): a row that ran out of room gets the stop token
     appended, so ``A = max_new_tokens + 1``; otherwise ``A = max_new_tokens``. Ids are the tokenizer's;
     ``vocab`` maps them to the model's vocabulary and back. ``temperature`` may be a traced scalar;
-    ``greedy`` is static. ``logits_fn_hook(logits, hidden)`` perturbs each token's logits (ILQL/MC decoding).
+    ``greedy`` is static. ``logits_fn_hook(logits, hidden)`` perturbs each token's logits.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    vocab = vocab if vocab is not None else VocabMap.identity(config.vocab_size)
-    if vocab.size > config.vocab_size:
-        raise ValueError(f"vocab has {vocab.size} ids but the model's vocab_size is {config.vocab_size}")
-    stop_m = vocab.model_id(stop_token_id)
-    pad_m = vocab.model_id(pad_token_id)
-    if int(vocab.ids[stop_m]) != stop_token_id:
-        raise ValueError(f"stop token {stop_token_id} is not in the model vocabulary")
+    vocab, stop_m, pad_m = _check_vocab(config, vocab, stop_token_id, pad_token_id, max_new_tokens)
 
     def policy(params, prompt, prompt_mask, key):
         gen = generate(params, vocab.encode(prompt), prompt_mask, key, max_new_tokens, stop_m, temperature,
                        greedy, logits_fn_hook, config=config, pad_token_id=pad_m)
-        tokens = vocab.decode(gen.tokens)
-        lengths = gen.lengths
-        if append_stop:
-            stopped = jnp.take_along_axis(tokens, (lengths - 1)[:, None], axis=1)[:, 0] == stop_token_id
-            tokens = jnp.pad(tokens, ((0, 0), (0, 1)), constant_values=pad_token_id)
-            tokens = jnp.where((jnp.arange(max_new_tokens + 1)[None] == lengths[:, None]) & ~stopped[:, None],
-                               stop_token_id, tokens)
-            lengths = lengths + (~stopped).astype(jnp.int32)
-        mask = jnp.arange(tokens.shape[1])[None] < lengths[:, None]
-        return jnp.where(mask, tokens, pad_token_id).astype(jnp.int32), mask
+        return _finish(gen, vocab, max_new_tokens, stop_token_id, pad_token_id, append_stop)
+
+    return policy
+
+
+def make_value_policy(config: GPT2Config, *, beta, stop_token_id: int, pad_token_id: int,
+                      max_new_tokens: int = 8, vocab: VocabMap | None = None, heads=("q1", "q2"),
+                      greedy: bool = False, temperature: float = 1.0, append_stop: bool = True) -> PolicyFn:
+    """ILQL / MC decoding (spec §13.2): ``policy(params, prompt, prompt_mask, key)`` with
+    ``params = {"pi_beta": <BC GPT-2 params>, "value": <value-model params>}``.
+
+    Every generated token is drawn from ``pi_beta_logits + beta * min_k Q_k`` over the (model) vocabulary,
+    where ``pi_beta`` is the frozen BC model and ``Q_k`` the value model's Q heads (``heads``: ``("q1",
+    "q2")`` for ILQL, ``("q",)`` for MC) on its own GPT-2 base; V is not subtracted, as the reference. Both
+    models run with their own KV cache. ``beta`` may be traced. Output as ``make_token_policy``.
+    """
+    vocab, stop_m, pad_m = _check_vocab(config, vocab, stop_token_id, pad_token_id, max_new_tokens)
+    heads = tuple(heads)
+    if not heads or not all(h.startswith("q") for h in heads) or len(heads) > 2:
+        raise ValueError(f"heads must be one or two Q heads, e.g. ('q1', 'q2') or ('q',); got {heads}")
+
+    def policy(params, prompt, prompt_mask, key):
+        ids = vocab.encode(prompt)
+        max_len = prompt.shape[1] + max_new_tokens - 1
+        pb, vp = params["pi_beta"], params["value"]
+        logits, _, cache_b = prefill(config, pb, ids, prompt_mask, max_len)
+        _, hidden, cache_v = prefill(config, vp["base"], ids, prompt_mask, max_len)
+
+        def step_fn(caches, tokens, live):
+            lg, _, cb = decode_step(config, pb, caches[0], tokens, live)
+            _, hd, cv = decode_step(config, vp["base"], caches[1], tokens, live)
+            return lg, hd, (cb, cv)
+
+        def hook(lg, hd):
+            q = apply_heads(config, vp, hd, heads)
+            return perturbed_logits(lg, q[heads[0]], beta, q[heads[1]] if len(heads) == 2 else None)
+
+        gen = decode_loop(step_fn, (cache_b, cache_v), logits, hidden, key, max_new_tokens, stop_m, temperature,
+                          greedy, hook, pad_m)
+        return _finish(gen, vocab, max_new_tokens, stop_token_id, pad_token_id, append_stop)
 
     return policy
 

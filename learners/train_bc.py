@@ -11,13 +11,21 @@
 3. **Training**: ``learners.common.make_update(learners.bc.bc_loss_fn)`` with the reference optimiser
    (AdamW b1 0.9, b2 0.95) and the task's BC preset (lr, weight decay, batch size; each can be overridden);
    ``chunk`` updates per jitted ``lax.scan``, minibatches drawn uniformly with replacement in-graph. A tqdm
-   bar advances between chunks; metrics go to a JSON-lines file.
+   bar advances between chunks; metrics go to a JSON-lines file. ``checkpoint_dir``: orbax checkpoints
+   (``learners.checkpoints``) at each evaluation (with its score: ``best_step``) and every ``save_every``
+   chunks; rerunning on the same directory resumes. ``data_parallel``: the env batch and the minibatch rows
+   split over every device on one mesh axis, parameters replicated (``learners.parallel``).
 4. **Evaluation** (``evaluate_maze``): the reference's protocol, every one of the 25 maze starts
    (``GroupedEnv``: one group per start, fixed through ``MazeParams.start``), ``rollouts`` episodes each,
    one jitted ``rollout`` of ``max_steps + 1`` steps (the longest episode, Failure step included), the first
    episode of every env scored; the mean return is normalised with ``jaxlm_gym.score``. The reference's
    final evaluation samples at temperature 1 with 32 rollouts per start (``maze/bc/eval_bc.py``);
    ``greedy=True`` gives the deterministic (one rollout per start) variant.
+
+**Filtered BC** (``filter=``): the same driver on the transitions of the episodes a rule keeps
+(``learners.datasets.filter_steps``): maze keeps the successful episodes (last reward 0, the goal), as the
+reference's ``*_filtered_*.jsonl`` files; ``top_fraction`` keeps the best ``filter_fraction`` by return
+(Wordle). Unfinished episodes at the end of the data window are never kept.
 
 Deviations: the reference's evaluation policy (``GPT2PPOPolicy``) does not prepend the BOS it trained with;
 here training and evaluation use the same prompt (``bos`` applies to both). Minibatches are sampled with
@@ -37,14 +45,15 @@ import numpy as np
 from flax.training import train_state
 
 import jaxlm_gym
-from learners.bc import bc_loss_fn
+from learners.bc import FILTER_RULES, bc_loss_fn
 from learners.common import make_optimizer, make_update
-from learners.datasets import generate_dataset, maze_expert
+from learners.datasets import episode_facts, filter_steps
+from learners.loop import MetricsLog, make_train_chunk, maze_data, open_checkpointer, run_chunks, save_final
 from learners.models import GPT2Config, init_params, make_apply_fn
+from learners.parallel import data_mesh, env_sharding, make_data_parallel_chunk, replicate, shard_rows
 from learners.presets import get_preset
 from learners.rollout import (
     GroupedEnv,
-    VocabMap,
     bc_batch,
     first_episode_mask,
     first_episode_returns,
@@ -86,6 +95,16 @@ class BCRunConfig:
     eval_every: int | None = None  # in chunks; None = only at the end
     metrics_path: str | None = None
     progress: bool = True
+    # filtered BC: None = plain BC; else a rule of learners.bc.FILTER_RULES applied to whole episodes
+    filter: str | None = None
+    filter_value: float = 0.0  # "last_reward": the last reward an episode must end with (maze goal: 0)
+    filter_fraction: float = 0.1  # "top_fraction": the share of episodes kept (by return)
+    # orbax checkpoints (saved at each evaluation with its score, and every save_every chunks); an existing
+    # directory resumes from its latest step
+    checkpoint_dir: str | None = None
+    save_every: int | None = None
+    # data-parallel over every device (learners.parallel): env batch and minibatch rows split on one axis
+    data_parallel: bool = False
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -95,6 +114,8 @@ class BCRunConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.epsilon <= 1.0:
             raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
+        if self.filter is not None and self.filter not in FILTER_RULES:
+            raise ValueError(f"filter must be None or one of {FILTER_RULES}, got {self.filter!r}")
         if self.num_updates % self.chunk:
             raise ValueError(f"num_updates ({self.num_updates}) must be a multiple of chunk ({self.chunk})")
 
@@ -139,40 +160,6 @@ def _first_success(traj):
     return (traj.terminated & keep).any(axis=0)
 
 
-def make_train_chunk(update, batch_size: int, chunk: int):
-    """``chunk(state, data, key) -> (state, metrics)``: ``chunk`` updates on minibatches drawn in-graph from
-    ``data`` (dict of ``[M, ...]`` arrays), one jitted ``lax.scan``; metrics are stacked ``[chunk]``."""
-
-    def one(carry, key):
-        state, data = carry
-        m = data["input_ids"].shape[0]
-        idx = jax.random.randint(key, (batch_size,), 0, m)
-        batch = {k: data[k][idx] for k in ("input_ids", "attention_mask", "action_mask")}
-        state, metrics = update(state, batch)
-        return (state, data), metrics
-
-    @jax.jit
-    def run(state, data, key):
-        (state, _), metrics = jax.lax.scan(one, (state, data), jax.random.split(key, chunk))
-        return state, metrics
-
-    return run
-
-
-class _Log:
-    def __init__(self, path):
-        self.f = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 (open for the whole run)
-
-    def __call__(self, **row):
-        if self.f:
-            self.f.write(json.dumps(row) + "\n")
-            self.f.flush()
-
-    def close(self):
-        if self.f:
-            self.f.close()
-
-
 # ----------------------------------------------------------------------------------------------------
 # driver
 
@@ -184,34 +171,26 @@ def train_bc(cfg: BCRunConfig) -> dict:
     wd = cfg.weight_decay if cfg.weight_decay is not None else preset.weight_decay
     batch_size = cfg.batch_size if cfg.batch_size is not None else preset.batch_size
     max_new = cfg.max_new_tokens if cfg.max_new_tokens is not None else (preset.max_output_length or 8)
-    log = _Log(cfg.metrics_path)
+    log = MetricsLog(cfg.metrics_path)
     key = jax.random.PRNGKey(cfg.seed)
     k_data, k_init, k_train, k_eval = jax.random.split(key, 4)
 
     # ---- data
-    data_env = jaxlm_gym.make_vec(cfg.task, cfg.data_envs, obs_mode="tokens", action_mode="tokens")
-    bos = data_env.tokenizer.eos_id if cfg.bos else None
-    vocab = VocabMap.for_env(data_env)
-    expert = maze_expert(data_env)
-    t0 = time.perf_counter()
-    traj = generate_dataset(data_env, expert, k_data, cfg.data_steps, cfg.epsilon, bos_id=bos)
-    data = jax.block_until_ready(bc_batch(traj, vocab))
-    data_wall = time.perf_counter() - t0  # compile included
-    t0 = time.perf_counter()
-    jax.block_until_ready(generate_dataset(data_env, expert, jax.random.fold_in(k_data, 1), cfg.data_steps,
-                                           cfg.epsilon, bos_id=bos))
-    data_run = time.perf_counter() - t0
-    n_trans = cfg.data_steps * cfg.data_envs
-    done = np.asarray(traj.done)
-    first_ret, first_done = jax.device_get(first_episode_returns(traj))
-    data_mean = float(first_ret[first_done].mean()) if first_done.any() else None
-    data_stats = {"transitions": n_trans, "episodes": int(done.sum()),
-                  "mean_step_reward": float(np.asarray(traj.reward).mean()),
-                  # the data's average return (each env's first episode, uniform starts) and its score
-                  "mean_return": data_mean, "first_episodes_finished": float(first_done.mean()),
-                  "score": None if data_mean is None else float(jaxlm_gym.score.normalize(cfg.task, data_mean)),
-                  "transitions_per_min": n_trans / data_run * 60, "env_steps_per_s": n_trans / data_run,
-                  "gen_wall_s_with_compile": data_wall}
+    mesh = data_mesh() if cfg.data_parallel else None
+    data_env, traj, vocab, bos, data_stats = maze_data(cfg.task, cfg.data_envs, cfg.data_steps, cfg.epsilon,
+                                                       k_data, cfg.bos,
+                                                       sharding=None if mesh is None else env_sharding(mesh))
+    data = bc_batch(traj, vocab)
+    if cfg.filter is not None:
+        # filtered BC: only the transitions of the episodes the rule keeps (time-major rows, as bc_batch)
+        keep = filter_steps(episode_facts(traj.reward, traj.done, traj.terminated), cfg.filter,
+                            last_reward_value=cfg.filter_value, fraction=cfg.filter_fraction).reshape(-1)
+        if not keep.any():
+            raise ValueError(f"filter {cfg.filter!r} kept no transition of the dataset")
+        data = {k: v[np.flatnonzero(keep)] for k, v in data.items()}
+        data_stats["kept_transitions"] = int(keep.sum())
+        data_stats["kept_fraction"] = float(keep.mean())
+    data = jax.block_until_ready(data)
     del traj
     log(event="data", **data_stats)
 
@@ -223,58 +202,48 @@ def train_bc(cfg: BCRunConfig) -> dict:
     state = train_state.TrainState.create(apply_fn=make_apply_fn(mcfg), params=params,
                                           tx=make_optimizer(lr, wd))
     update = make_update(bc_loss_fn, None)
-    chunk_fn = make_train_chunk(update, batch_size, cfg.chunk)
+    keys = ("input_ids", "attention_mask", "action_mask")
+    if mesh is None:
+        chunk_fn = make_train_chunk(update, batch_size, cfg.chunk, keys=keys)
+    else:
+        data = shard_rows({k: data[k] for k in keys}, mesh) if data["input_ids"].shape[0] % len(mesh.devices.flat) == 0 \
+            else {k: data[k] for k in keys}
+        state = replicate(state, mesh)
+        chunk_fn = make_data_parallel_chunk(update, batch_size, cfg.chunk, mesh, keys=keys)
+    ckpt = open_checkpointer(cfg.checkpoint_dir)
 
     stop = stop_token_id(data_env)
     policy = make_token_policy(mcfg, stop_token_id=stop, pad_token_id=data_env.pad_id, max_new_tokens=max_new,
                                vocab=vocab, greedy=cfg.greedy, temperature=cfg.temperature)
     eval_env = make_eval_env(cfg.task, cfg.eval_rollouts)
 
+    def eval_fn(st, c):
+        return evaluate_maze(eval_env, policy, st.params, jax.random.fold_in(k_eval, c), bos_id=bos)
+
     # ---- train
-    n_chunks = cfg.num_updates // cfg.chunk
-    bar = None
-    if cfg.progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.num_updates, desc=f"BC {cfg.task}", unit="upd")
-    losses, evals = [], []
-    t_train = 0.0
-    for c in range(n_chunks):
-        t0 = time.perf_counter()
-        state, metrics = chunk_fn(state, data, jax.random.fold_in(k_train, c))
-        metrics = jax.device_get(metrics)
-        dt = time.perf_counter() - t0
-        if c > 0:  # the first chunk carries the compile
-            t_train += dt
-        loss = float(np.mean(metrics["loss"]))
-        losses.append(loss)
-        step = (c + 1) * cfg.chunk
-        log(event="train", step=step, loss=loss, loss_last=float(metrics["loss"][-1]),
-            grad_norm=float(np.mean(metrics["grad_norm"])), chunk_wall_s=dt)
-        if bar is not None:
-            bar.update(cfg.chunk)
-            bar.set_postfix(loss=f"{loss:.4f}")
-        if cfg.eval_every and (c + 1) % cfg.eval_every == 0 and c + 1 < n_chunks:
-            ev = evaluate_maze(eval_env, policy, state.params, jax.random.fold_in(k_eval, c), bos_id=bos)
-            evals.append({"step": step, **ev})
-            log(event="eval", step=step, **{k: v for k, v in ev.items() if k != "per_start_return"})
-    if bar is not None:
-        bar.close()
+    name = "BC" if cfg.filter is None else "filtered BC"
+    state, rows, evals, t_train = run_chunks(
+        lambda st, k: chunk_fn(st, data, k), state, k_train, num_chunks=cfg.num_updates // cfg.chunk,
+        chunk=cfg.chunk, log=log, desc=f"{name} {cfg.task}", progress=cfg.progress, eval_fn=eval_fn,
+        eval_every=cfg.eval_every, checkpointer=ckpt, save_every=cfg.save_every, config=dataclasses.asdict(cfg))
 
     # ---- final evaluation
     ev = evaluate_maze(eval_env, policy, state.params, k_eval, bos_id=bos)
     evals.append({"step": cfg.num_updates, **ev})
     log(event="eval", step=cfg.num_updates, **{k: v for k, v in ev.items() if k != "per_start_return"})
+    best_step = save_final(ckpt, cfg.num_updates, state, ev, dataclasses.asdict(cfg))
     # steady-state eval throughput (the first call above compiled)
     ev2 = evaluate_maze(eval_env, policy, state.params, jax.random.fold_in(k_eval, 10**6), bos_id=bos)
     updates_timed = cfg.num_updates - cfg.chunk
     summary = {
         "config": dataclasses.asdict(cfg), "lr": lr, "weight_decay": wd, "batch_size": batch_size,
         "model": dataclasses.asdict(mcfg), "vocab_size": vocab.size, "data": data_stats,
-        "loss_first_chunk": losses[0], "loss_last_chunk": losses[-1],
+        "loss_first_chunk": rows[0]["loss"] if rows else None,
+        "loss_last_chunk": rows[-1]["loss"] if rows else None,
         "updates_per_s": updates_timed / t_train if t_train > 0 else None,
         "eval": {k: v for k, v in ev.items()}, "evals": evals,
         "eval_env_steps_per_s": ev2["env_steps"] / ev2["wall_s"],
-        "score": ev["score"], "mean_return": ev["mean_return"],
+        "score": ev["score"], "mean_return": ev["mean_return"], "best_step": best_step,
     }
     log(event="summary", **{k: v for k, v in summary.items() if k not in ("evals", "eval")})
     log.close()
@@ -291,9 +260,9 @@ def main(argv=None):
         flag = "--" + name.replace("_", "-")
         if f.type in ("bool",):
             p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default)
-        elif name in ("lr", "weight_decay", "temperature", "epsilon"):
+        elif name in ("lr", "weight_decay", "temperature", "epsilon", "filter_value", "filter_fraction"):
             p.add_argument(flag, type=float, default=f.default)
-        elif name in ("task", "metrics_path"):
+        elif name in ("task", "metrics_path", "filter", "checkpoint_dir"):
             p.add_argument(flag, type=str, default=f.default)
         else:
             p.add_argument(flag, type=int, default=f.default)

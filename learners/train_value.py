@@ -1,0 +1,275 @@
+"""ILQL and MC returns end to end on a maze token env: in-graph dataset -> value model trained from the BC
+model -> evaluation with value-guided decoding.
+
+    python -m learners.train_value --algo ilql --num-updates 2000
+
+1. **BC first.** As the reference, the value model's GPT-2 base starts from the BC model, and the frozen BC
+   model is ``pi_beta`` at decoding time. ``train_value(cfg, bc=...)`` takes a finished ``train_bc`` run
+   (same task, seed and data settings); without one it trains BC first with ``cfg.bc_updates`` updates.
+2. **Data.** The same in-graph dataset as BC (same key, so the same transitions), laid out one transition per
+   row ``[BOS] obs action`` (``value_batch``):
+   - ILQL: each row also carries the *next* row's prompt (``next_input_ids``), so ``Q(s, a)`` bootstraps from
+     ``V(s')`` at the next state's last prompt token (the reference's ``TextTrajectoryChain``), zeroed when the
+     transition ended the episode (``next_dones``). The last step of the window has no next state: dropped.
+   - MC: discounted returns-to-go per action token over the whole episode (gamma per action token), so rows
+     of episodes unfinished at the end of the window are dropped.
+3. **Training.** ``learners.ilql.make_ilql_update`` (double Q, expectile V, Polyak targets, CQL) or
+   ``learners.common.make_update(learners.mc.mc_loss_fn)`` with the task's preset (overridable), ``chunk``
+   updates per jitted scan; tqdm bar and JSON-lines metrics between chunks.
+4. **Evaluation.** ``learners.rollout.make_value_policy``: ``pi_beta_logits + beta * min(Q1, Q2)`` (MC:
+   ``+ beta * Q``) per generated token, every one of the 25 maze starts (``learners.train_bc.evaluate_maze``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.training import train_state
+
+from learners.common import aligned_mask, make_optimizer, make_update
+from learners.datasets import episode_facts
+from learners.ilql import ILQLState, make_ilql_update
+from learners.loop import MetricsLog, make_train_chunk, maze_data, open_checkpointer, run_chunks, save_final
+from learners.mc import mc_loss_fn, returns_to_go
+from learners.models import GPT2Config
+from learners.models.heads import ILQL_HEADS, MC_HEADS, init_value_model, make_value_apply_fn
+from learners.presets import get_preset
+from learners.rollout import Trajectory, VocabMap, bc_batch, make_value_policy, stop_token_id
+from learners.train_bc import TASKS, BCRunConfig, evaluate_maze, make_eval_env, train_bc
+
+ALGOS = ("ilql", "mc")
+
+
+@dataclass(frozen=True)
+class ValueRunConfig:
+    """One ILQL or MC run. ``None`` fields take the task's preset (``learners.presets``)."""
+
+    algo: str = "ilql"
+    task: str = "maze-fo"
+    seed: int = 0
+    # data (must match the BC run's to reuse its dataset)
+    data_envs: int = 1024
+    data_steps: int = 128
+    epsilon: float = 0.98
+    bos: bool = True
+    # BC model (trained first when no BC run is given)
+    bc_updates: int = 1000
+    n_layer: int = 2
+    n_head: int = 2
+    n_embd: int = 64
+    # optimisation and loss (None = preset)
+    lr: float | None = None
+    batch_size: int | None = None
+    gamma: float | None = None
+    tau: float | None = None
+    cql_weight: float | None = None
+    num_updates: int = 1000
+    chunk: int = 100
+    # decoding and evaluation
+    beta: float | None = None
+    max_new_tokens: int | None = None
+    greedy: bool = True
+    temperature: float = 1.0
+    eval_rollouts: int = 1
+    eval_every: int | None = None
+    metrics_path: str | None = None
+    progress: bool = True
+    # orbax checkpoints at each evaluation (with its score) and every save_every chunks; resumes if present
+    checkpoint_dir: str | None = None
+    save_every: int | None = None
+
+    def __post_init__(self):
+        if self.algo not in ALGOS:
+            raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        for name in ("data_envs", "data_steps", "num_updates", "chunk", "eval_rollouts", "bc_updates"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_updates % self.chunk:
+            raise ValueError(f"num_updates ({self.num_updates}) must be a multiple of chunk ({self.chunk})")
+
+    def preset(self):
+        """The task's preset with this run's overrides."""
+        p = get_preset(self.algo, self.task)
+        over = {k: getattr(self, k) for k in ("lr", "batch_size", "gamma", "beta", "tau", "cql_weight")
+                if getattr(self, k) is not None and hasattr(p, k)}
+        return dataclasses.replace(p, **over)
+
+    def bc_config(self) -> BCRunConfig:
+        return BCRunConfig(task=self.task, seed=self.seed, data_envs=self.data_envs, data_steps=self.data_steps,
+                           epsilon=self.epsilon, bos=self.bos, n_layer=self.n_layer, n_head=self.n_head,
+                           n_embd=self.n_embd, num_updates=self.bc_updates,
+                           chunk=self.chunk if self.bc_updates % self.chunk == 0 else self.bc_updates,
+                           max_new_tokens=self.max_new_tokens, progress=self.progress)
+
+
+# ----------------------------------------------------------------------------------------------------
+# data layout
+
+
+def step_bootstraps(reward: jax.Array, done: jax.Array, n_action_tokens: jax.Array, gamma: float) -> jax.Array:
+    """``[T, N]``: for each step, the discounted return at the first action token of the *next* step of its
+    episode (0 after the episode's last step); ``gamma`` applies once per action token.
+
+    With ``G(t)`` the return at step ``t``'s first action token and ``k_t`` its action's token count,
+    ``G(t) = gamma^(k_t - 1) * (r_t + gamma * (1 - done_t) * G(t + 1))``. The window's last step gets 0.
+    """
+
+    def body(g_next, x):
+        r, d, k = x
+        boot = jnp.where(d, 0.0, g_next)
+        g = gamma ** (jnp.maximum(k, 1) - 1).astype(jnp.float32) * (r + gamma * boot)
+        return g, boot
+
+    n = reward.shape[1]
+    _, boots = jax.lax.scan(body, jnp.zeros((n,), jnp.float32),
+                            (reward.astype(jnp.float32), done.astype(bool), n_action_tokens), reverse=True)
+    return boots
+
+
+def value_batch(traj: Trajectory, vocab: VocabMap, algo: str, gamma: float) -> dict[str, np.ndarray]:
+    """The rows ``algo`` trains on (see the module docstring), as host arrays, time-major row order.
+
+    Both: ``input_ids``, ``attention_mask``, ``action_mask``, ``rewards`` ``[M, W]`` (``bc_batch``'s layout).
+    ILQL adds ``next_input_ids``, ``next_attention_mask`` ``[M, P]`` and ``next_dones [M]``; MC adds aligned
+    ``returns [M, W - 1]``.
+    """
+    if algo not in ALGOS:
+        raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
+    t_len, n = traj.reward.shape
+    rows = bc_batch(traj, vocab)
+    base = {k: rows[k] for k in ("input_ids", "attention_mask", "action_mask", "rewards")}
+    if algo == "ilql":
+        keep = (t_len - 1) * n  # time-major: the last step's rows are the tail
+        p = traj.prompt_tokens.shape[-1]
+        out = {k: v[:keep] for k, v in base.items()}
+        out["next_input_ids"] = vocab.encode(traj.prompt_tokens[1:]).reshape(-1, p).astype(jnp.int32)
+        out["next_attention_mask"] = traj.prompt_mask[1:].reshape(-1, p)
+        out["next_dones"] = traj.done[:-1].reshape(-1)
+        out["dones"] = out["next_dones"]
+        return jax.device_get(out)
+    boots = step_bootstraps(traj.reward, traj.done, traj.action_mask.sum(-1), gamma).reshape(-1)
+    mask = aligned_mask(base)
+    returns = returns_to_go(base["rewards"][:, 1:], mask, gamma, boots)
+    complete = np.asarray(episode_facts(traj.reward, traj.done, traj.terminated)["complete"]).reshape(-1)
+    idx = np.flatnonzero(complete)
+    host = jax.device_get({**base, "returns": returns})
+    return {k: v[idx] for k, v in host.items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# driver
+
+
+def train_value(cfg: ValueRunConfig, bc: dict | None = None) -> dict:
+    """Run ``cfg``; ``bc``: a ``train_bc`` summary with the same task, seed and data settings (trained here
+    when None). Returns a summary with the evaluation, throughput and the params."""
+    t_start = time.perf_counter()
+    preset = cfg.preset()
+    batch_size = preset.batch_size or 32  # MC presets give no batch size; the Maze ILQL one (32) is used
+    beta = preset.beta if preset.beta is not None else 8.0
+    if bc is None:
+        bc = train_bc(cfg.bc_config())
+    else:
+        bcc = bc["config"]
+        for f in ("task", "seed", "data_envs", "data_steps", "epsilon", "bos"):
+            if bcc[f] != getattr(cfg, f):
+                raise ValueError(f"the BC run's {f}={bcc[f]!r} differs from this run's {getattr(cfg, f)!r}")
+    mcfg = GPT2Config(**bc["model"])
+    vocab = bc["vocab"]
+    max_new = bc["config"]["max_new_tokens"] or get_preset("bc", cfg.task).max_output_length or 8
+    log = MetricsLog(cfg.metrics_path)
+    key = jax.random.PRNGKey(cfg.seed)
+    k_data, _k_init, _k_train, _k_eval = jax.random.split(key, 4)  # the BC run's data key
+    k_init, k_train, k_eval = jax.random.split(jax.random.fold_in(key, 7), 3)
+
+    # ---- data: the BC run's transitions
+    data_env, traj, _vocab, bos, data_stats = maze_data(cfg.task, cfg.data_envs, cfg.data_steps, cfg.epsilon,
+                                                        k_data, cfg.bos)
+    data = value_batch(traj, vocab, cfg.algo, preset.gamma)
+    del traj
+    data_stats = {**data_stats, "rows": int(data["input_ids"].shape[0])}
+    log(event="data", **data_stats)
+
+    # ---- value model from the BC model
+    heads = ILQL_HEADS if cfg.algo == "ilql" else MC_HEADS
+    apply_fn = make_value_apply_fn(mcfg, heads)
+    params = init_value_model(mcfg, k_init, bc["params"], heads)
+    tx = make_optimizer(preset.lr, preset.weight_decay, preset.grad_accum_steps)
+    if cfg.algo == "ilql":
+        state = ILQLState.create(apply_fn=apply_fn, params=params, tx=tx)
+        update = make_ilql_update(preset)
+    else:
+        state = train_state.TrainState.create(apply_fn=apply_fn, params=params, tx=tx)
+        update = make_update(mc_loss_fn, preset)
+    chunk_fn = make_train_chunk(update, batch_size, cfg.chunk)
+
+    policy = make_value_policy(mcfg, beta=beta, stop_token_id=stop_token_id(data_env), pad_token_id=data_env.pad_id,
+                               max_new_tokens=max_new, vocab=vocab, heads=heads[:-1] if cfg.algo == "ilql" else heads,
+                               greedy=cfg.greedy, temperature=cfg.temperature)
+    eval_env = make_eval_env(cfg.task, cfg.eval_rollouts)
+
+    def policy_params(st):
+        return {"pi_beta": bc["params"], "value": st.params}
+
+    def eval_fn(st, c):
+        return evaluate_maze(eval_env, policy, policy_params(st), jax.random.fold_in(k_eval, c), bos_id=bos)
+
+    data = jax.device_put(data)
+    ckpt = open_checkpointer(cfg.checkpoint_dir)
+    state, rows, evals, t_train = run_chunks(
+        lambda st, k: chunk_fn(st, data, k), state, k_train, num_chunks=cfg.num_updates // cfg.chunk,
+        chunk=cfg.chunk, log=log, desc=f"{cfg.algo.upper()} {cfg.task}", progress=cfg.progress, eval_fn=eval_fn,
+        eval_every=cfg.eval_every, checkpointer=ckpt, save_every=cfg.save_every, config=dataclasses.asdict(cfg))
+
+    ev = evaluate_maze(eval_env, policy, policy_params(state), k_eval, bos_id=bos)
+    evals.append({"step": cfg.num_updates, **ev})
+    log(event="eval", step=cfg.num_updates, **{k: v for k, v in ev.items() if k != "per_start_return"})
+    best_step = save_final(ckpt, cfg.num_updates, state, ev, dataclasses.asdict(cfg))
+    ev2 = evaluate_maze(eval_env, policy, policy_params(state), jax.random.fold_in(k_eval, 10**6), bos_id=bos)
+    updates_timed = cfg.num_updates - cfg.chunk
+    summary = {
+        "config": dataclasses.asdict(cfg), "preset": dataclasses.asdict(preset), "batch_size": batch_size,
+        "beta": beta, "model": dataclasses.asdict(mcfg), "data": data_stats,
+        "loss_first_chunk": rows[0]["loss"] if rows else None,
+        "loss_last_chunk": rows[-1]["loss"] if rows else None, "last_metrics": rows[-1] if rows else None,
+        "updates_per_s": updates_timed / t_train if t_train > 0 else None,
+        "eval": ev, "evals": evals, "eval_env_steps_per_s": ev2["env_steps"] / ev2["wall_s"],
+        "score": ev["score"], "mean_return": ev["mean_return"], "bc_score": bc["score"],
+        "wall_s": time.perf_counter() - t_start, "best_step": best_step,
+    }
+    log(event="summary", **{k: v for k, v in summary.items() if k not in ("evals", "eval")})
+    log.close()
+    summary.update(params=state.params, policy=policy, policy_params=policy_params(state), vocab=vocab, bc=bc)
+    return summary
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for f in dataclasses.fields(ValueRunConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default)
+        elif f.type.startswith("float"):
+            p.add_argument(flag, type=float, default=f.default)
+        elif f.type.startswith("int"):
+            p.add_argument(flag, type=int, default=f.default)
+        else:
+            p.add_argument(flag, type=str, default=f.default)
+    args = p.parse_args(argv)
+    cfg = ValueRunConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ValueRunConfig)})
+    out = train_value(cfg)
+    skip = ("params", "policy", "policy_params", "vocab", "bc", "evals")
+    print(json.dumps({k: v for k, v in out.items() if k not in skip}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
