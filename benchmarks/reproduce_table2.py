@@ -1,6 +1,10 @@
-"""Reproduce LMRL-Gym's Table 2 (normalised scores) with the in-graph learners -- skeleton: BC on maze.
+"""Reproduce LMRL-Gym's Table 2 (normalised scores) with the in-graph learners on maze.
 
-    python benchmarks/reproduce_table2.py --tasks maze-fo --algos bc --num-updates 1000
+    python benchmarks/reproduce_table2.py --tasks maze-fo --out benchmarks/results/table2_maze_fo.json
+
+Algorithms: ``bc``, ``filtered_bc`` (the same data's successful episodes), ``mc`` and ``ilql`` (value model
+from the BC model, decoding ``pi_beta + beta * Q``), ``ppo`` and ``online_filtered_bc`` (online, from the BC
+model). BC is trained once per task and shared by the algorithms that start from it.
 
 Each run: in-graph dataset (BFS expert diluted at rate ``epsilon``; 0.98 gives the reference dataset's
 average return, about -83 = score 50) -> GPT-2 trained from scratch with jitted chunks -> the reference's
@@ -22,8 +26,10 @@ import time
 import jax
 
 from learners.models import GPT2Config
-from learners.rollout import make_token_policy, stop_token_id
+from learners.rollout import make_token_policy, make_value_policy, stop_token_id
 from learners.train_bc import BCRunConfig, evaluate_maze, make_eval_env, train_bc
+from learners.train_online import OnlineRunConfig, train_online
+from learners.train_value import ValueRunConfig, train_value
 
 #: The seed paper's Table 2 (normalised scores), for comparison.
 SEED_TABLE2 = {
@@ -34,51 +40,118 @@ SEED_TABLE2 = {
 }
 
 
-def run_bc(task: str, args) -> dict:
-    t0 = time.perf_counter()
-    cfg = BCRunConfig(task=task, seed=args.seed, data_envs=args.data_envs, data_steps=args.data_steps,
-                      epsilon=args.epsilon, num_updates=args.num_updates, chunk=args.chunk, lr=args.lr,
-                      greedy=True, eval_rollouts=1, metrics_path=args.metrics, progress=not args.no_progress)
-    out = train_bc(cfg)
-    # the reference's final evaluation: sampling at temperature 1, ``rollouts`` episodes from every start
-    mcfg = GPT2Config(**out["model"])
+def _sampled(task: str, args, mcfg, vocab, max_new: int, bos_on: bool, params, value_heads=None, beta=None):
+    """The reference's final evaluation: sampling at temperature 1, ``rollouts`` episodes from every start.
+    Two seeds; returns (score, rerun score, mean return, success, env-steps/s of the rerun)."""
     env = make_eval_env(task, args.rollouts)
-    bos = env.tokenizer.eos_id if cfg.bos else None
-    policy = make_token_policy(mcfg, stop_token_id=stop_token_id(env), pad_token_id=env.pad_id,
-                               max_new_tokens=out["config"]["max_new_tokens"] or 8, vocab=out["vocab"],
-                               greedy=False, temperature=1.0)
-    sampled = evaluate_maze(env, policy, out["params"], jax.random.PRNGKey(args.seed + 1), bos_id=bos)
-    sampled2 = evaluate_maze(env, policy, out["params"], jax.random.PRNGKey(args.seed + 2), bos_id=bos)
-    wall = time.perf_counter() - t0
-    return {
-        "task": task, "algo": "bc", "seed_score": SEED_TABLE2.get((task, "bc")),
-        "score_sampled": sampled["score"], "return_sampled": sampled["mean_return"],
-        "score_sampled_rerun": sampled2["score"],
-        "score_greedy": out["score"], "return_greedy": out["mean_return"],
-        "success_sampled": sampled["success"], "success_greedy": out["eval"]["success"],
-        "data_mean_return": out["data"]["mean_return"], "data_score": out["data"]["score"],
-        "epsilon": args.epsilon, "num_updates": args.num_updates, "loss_last": out["loss_last_chunk"],
-        "updates_per_s": out["updates_per_s"],
-        "data_env_steps_per_s": out["data"]["env_steps_per_s"],
-        "eval_env_steps_per_s_greedy": out["eval_env_steps_per_s"],
-        "eval_env_steps_per_s_sampled": sampled2["env_steps"] / sampled2["wall_s"],
-        "wall_s": wall, "device": str(jax.devices()[0].platform),
-    }
+    bos = env.tokenizer.eos_id if bos_on else None
+    common = dict(stop_token_id=stop_token_id(env), pad_token_id=env.pad_id, max_new_tokens=max_new, vocab=vocab,
+                  greedy=False, temperature=1.0)
+    if value_heads is None:
+        policy = make_token_policy(mcfg, **common)
+    else:
+        policy = make_value_policy(mcfg, beta=beta, heads=value_heads, **common)
+    a = evaluate_maze(env, policy, params, jax.random.PRNGKey(args.seed + 1), bos_id=bos)
+    b = evaluate_maze(env, policy, params, jax.random.PRNGKey(args.seed + 2), bos_id=bos)
+    return {"score_sampled": a["score"], "score_sampled_rerun": b["score"], "return_sampled": a["mean_return"],
+            "success_sampled": a["success"], "eval_env_steps_per_s_sampled": b["env_steps"] / b["wall_s"]}
 
 
-ALGOS = {"bc": run_bc}
+def _bc_cfg(task, args, **kw) -> BCRunConfig:
+    return BCRunConfig(task=task, seed=args.seed, data_envs=args.data_envs, data_steps=args.data_steps,
+                       epsilon=args.epsilon, num_updates=args.num_updates, chunk=args.chunk, lr=args.lr,
+                       greedy=True, eval_rollouts=1, metrics_path=args.metrics, progress=not args.no_progress, **kw)
+
+
+def _row(task, algo, out, args, t0, **extra) -> dict:
+    return {"task": task, "algo": algo, "seed_score": SEED_TABLE2.get((task, algo)),
+            "score_greedy": out["score"], "return_greedy": out["mean_return"],
+            "success_greedy": out["eval"]["success"], "wall_s": time.perf_counter() - t0,
+            "device": str(jax.devices()[0].platform), **extra}
+
+
+def run_bc(task: str, args, filtered: bool = False) -> dict:
+    """BC, or filtered BC (successful episodes of the same data) with ``filtered``."""
+    t0 = time.perf_counter()
+    cfg = _bc_cfg(task, args, filter="last_reward" if filtered else None)
+    out = train_bc(cfg)
+    if not filtered:
+        _BC_RUNS[task] = out
+    sampled = _sampled(task, args, GPT2Config(**out["model"]), out["vocab"], out["config"]["max_new_tokens"] or 8,
+                       cfg.bos, out["params"])
+    return _row(task, "filtered_bc" if filtered else "bc", out, args, t0, **sampled,
+                data_mean_return=out["data"]["mean_return"], data_score=out["data"]["score"],
+                kept_fraction=out["data"].get("kept_fraction"), epsilon=args.epsilon,
+                num_updates=args.num_updates, loss_last=out["loss_last_chunk"], updates_per_s=out["updates_per_s"],
+                data_env_steps_per_s=out["data"]["env_steps_per_s"],
+                train_env_steps_per_s=out["data"]["env_steps_per_s"],
+                eval_env_steps_per_s_greedy=out["eval_env_steps_per_s"])
+
+
+def _bc_for(task, args) -> dict:
+    if task not in _BC_RUNS:
+        run_bc(task, args)
+    return _BC_RUNS[task]
+
+
+def run_value(task: str, args, algo: str) -> dict:
+    bc = _bc_for(task, args)
+    t0 = time.perf_counter()
+    cfg = ValueRunConfig(algo=algo, task=task, seed=args.seed, data_envs=args.data_envs, data_steps=args.data_steps,
+                         epsilon=args.epsilon, num_updates=args.value_updates, chunk=args.chunk,
+                         batch_size=args.value_batch, beta=args.beta, greedy=True, metrics_path=args.metrics,
+                         progress=not args.no_progress)
+    out = train_value(cfg, bc=bc)
+    heads = ("q1", "q2") if algo == "ilql" else ("q",)
+    sampled = _sampled(task, args, GPT2Config(**out["model"]), out["vocab"], bc["config"]["max_new_tokens"] or 8,
+                       cfg.bos, out["policy_params"], value_heads=heads, beta=out["beta"])
+    return _row(task, algo, out, args, t0, **sampled, beta=out["beta"], num_updates=args.value_updates,
+                batch_size=out["batch_size"], bc_score_greedy=out["bc_score"], loss_last=out["loss_last_chunk"],
+                updates_per_s=out["updates_per_s"], train_env_steps_per_s=out["data"]["env_steps_per_s"],
+                eval_env_steps_per_s_greedy=out["eval_env_steps_per_s"])
+
+
+def run_online(task: str, args, algo: str) -> dict:
+    bc = _bc_for(task, args)
+    t0 = time.perf_counter()
+    cfg = OnlineRunConfig(algo=algo, task=task, seed=args.seed, data_envs=args.data_envs,
+                          data_steps=args.data_steps, epsilon=args.epsilon, rounds=args.rounds,
+                          lr=args.online_lr, metrics_path=args.metrics, progress=not args.no_progress)
+    out = train_online(cfg, bc=bc)
+    sampled = _sampled(task, args, GPT2Config(**out["model"]), out["vocab"], bc["config"]["max_new_tokens"] or 8,
+                       cfg.bos, out["policy_params"])
+    return _row(task, algo, out, args, t0, **sampled, rounds=args.rounds, num_envs=out["num_envs"],
+                round_steps=out["round_steps"], lr=out["lr"], bc_score_greedy=out["bc_score"],
+                train_env_steps_per_s=out["train_env_steps_per_s"])
+
+
+_BC_RUNS: dict = {}
+
+ALGOS = {
+    "bc": run_bc,
+    "filtered_bc": lambda task, args: run_bc(task, args, filtered=True),
+    "mc": lambda task, args: run_value(task, args, "mc"),
+    "ilql": lambda task, args: run_value(task, args, "ilql"),
+    "ppo": lambda task, args: run_online(task, args, "ppo"),
+    "online_filtered_bc": lambda task, args: run_online(task, args, "online_filtered_bc"),
+}
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Reproduce LMRL-Gym Table 2 rows (skeleton: BC on maze).")
+    p = argparse.ArgumentParser(description="Reproduce LMRL-Gym Table 2 rows on maze.")
     p.add_argument("--tasks", nargs="+", default=["maze-fo"])
-    p.add_argument("--algos", nargs="+", default=["bc"], choices=sorted(ALGOS))
+    p.add_argument("--algos", nargs="+", default=["bc", "filtered_bc", "mc", "ilql", "ppo"], choices=list(ALGOS))
     p.add_argument("--epsilon", type=float, default=0.98)
     p.add_argument("--data-envs", type=int, default=1024)
     p.add_argument("--data-steps", type=int, default=128)
     p.add_argument("--num-updates", type=int, default=1000)
     p.add_argument("--chunk", type=int, default=100)
-    p.add_argument("--lr", type=float, default=None, help="default: the task's BC preset")
+    p.add_argument("--lr", type=float, default=None, help="BC lr; default: the task's BC preset")
+    p.add_argument("--value-updates", type=int, default=2000, help="MC / ILQL updates")
+    p.add_argument("--value-batch", type=int, default=None, help="MC / ILQL batch; default: the preset's (32)")
+    p.add_argument("--beta", type=float, default=None, help="decoding beta; default: the preset's (maze: 8)")
+    p.add_argument("--rounds", type=int, default=40, help="PPO / online filtered BC rounds")
+    p.add_argument("--online-lr", type=float, default=None, help="PPO / online filtered BC lr; default: preset")
     p.add_argument("--rollouts", type=int, default=32, help="sampled rollouts per start (reference: 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--metrics", default=None, help="JSON-lines metrics file")
@@ -90,13 +163,19 @@ def main(argv=None):
     for task in args.tasks:
         for algo in args.algos:
             rows.append(ALGOS[algo](task, args))
-    print(f"{'task':8} {'algo':5} {'sampled':>8} {'greedy':>7} {'seed':>6} {'data':>6} {'wall s':>7} "
-          f"{'data env-steps/s':>17} {'eval env-steps/s':>17}")
+            r = rows[-1]
+            print(f"[{task} {algo}] sampled {r['score_sampled']:.1f} greedy {r['score_greedy']:.1f} "
+                  f"({r['wall_s']:.0f} s)", flush=True)
+        if args.out:  # after every row, so a long run keeps what it finished
+            with open(args.out, "w", encoding="utf-8") as f:
+                json.dump(rows, f, indent=1)
+    print("| task | algorithm | ours, sampled | ours, greedy | seed | wall s | train env-steps/s | eval env-steps/s |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         seed = "-" if r["seed_score"] is None else f"{r['seed_score']:.1f}"
-        print(f"{r['task']:8} {r['algo']:5} {r['score_sampled']:8.1f} {r['score_greedy']:7.1f} {seed:>6} "
-              f"{r['data_score']:6.1f} {r['wall_s']:7.0f} {r['data_env_steps_per_s']:17.3g} "
-              f"{r['eval_env_steps_per_s_sampled']:17.3g}")
+        tr = r.get("train_env_steps_per_s")
+        print(f"| {r['task']} | {r['algo']} | {r['score_sampled']:.1f} | {r['score_greedy']:.1f} | {seed} | "
+              f"{r['wall_s']:.0f} | {'-' if tr is None else f'{tr:.3g}'} | {r['eval_env_steps_per_s_sampled']:.3g} |")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(rows, f, indent=1)

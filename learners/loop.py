@@ -148,8 +148,8 @@ def maze_data(task: str, data_envs: int, data_steps: int, epsilon: float, key, b
     """The reference dataset recipe on ``task`` (BFS expert diluted at rate ``epsilon``), in-graph.
 
     Returns ``(data_env, traj, vocab, bos_id, stats)``: the tokens vec env, the ``Trajectory``
-    ``[data_steps, data_envs]`` (env batch placed by ``sharding``, e.g. ``learners.parallel.env_sharding``), the env's compact ``VocabMap``, the BOS id (GPT-2's EOS, or None) and the
-    data's statistics (mean return of the first episodes and its normalised score, throughput).
+    ``[data_steps, data_envs]`` (env batch placed by ``sharding``, e.g. ``learners.parallel.env_sharding``),
+    the env's compact ``VocabMap``, the BOS id (GPT-2's EOS, or None) and the data's statistics (mean return of the first episodes and its normalised score, throughput).
     """
     data_env = jaxlm_gym.make_vec(task, data_envs, obs_mode="tokens", action_mode="tokens", sharding=sharding)
     bos_id = data_env.tokenizer.eos_id if bos else None

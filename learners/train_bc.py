@@ -95,6 +95,7 @@ class BCRunConfig:
     eval_every: int | None = None  # in chunks; None = only at the end
     metrics_path: str | None = None
     progress: bool = True
+    evaluate: bool = True  # False: train only (no evaluation rollouts; score None)
     # filtered BC: None = plain BC; else a rule of learners.bc.FILTER_RULES applied to whole episodes
     filter: str | None = None
     filter_value: float = 0.0  # "last_reward": the last reward an episode must end with (maze goal: 0)
@@ -206,8 +207,9 @@ def train_bc(cfg: BCRunConfig) -> dict:
     if mesh is None:
         chunk_fn = make_train_chunk(update, batch_size, cfg.chunk, keys=keys)
     else:
-        data = shard_rows({k: data[k] for k in keys}, mesh) if data["input_ids"].shape[0] % len(mesh.devices.flat) == 0 \
-            else {k: data[k] for k in keys}
+        data = {k: data[k] for k in keys}
+        if data["input_ids"].shape[0] % mesh.devices.size == 0:  # else make_data_parallel_chunk replicates it
+            data = shard_rows(data, mesh)
         state = replicate(state, mesh)
         chunk_fn = make_data_parallel_chunk(update, batch_size, cfg.chunk, mesh, keys=keys)
     ckpt = open_checkpointer(cfg.checkpoint_dir)
@@ -228,12 +230,16 @@ def train_bc(cfg: BCRunConfig) -> dict:
         eval_every=cfg.eval_every, checkpointer=ckpt, save_every=cfg.save_every, config=dataclasses.asdict(cfg))
 
     # ---- final evaluation
-    ev = evaluate_maze(eval_env, policy, state.params, k_eval, bos_id=bos)
-    evals.append({"step": cfg.num_updates, **ev})
-    log(event="eval", step=cfg.num_updates, **{k: v for k, v in ev.items() if k != "per_start_return"})
+    if cfg.evaluate:
+        ev = evaluate_maze(eval_env, policy, state.params, k_eval, bos_id=bos)
+        evals.append({"step": cfg.num_updates, **ev})
+        log(event="eval", step=cfg.num_updates, **{k: v for k, v in ev.items() if k != "per_start_return"})
+    else:  # training only (tests)
+        ev = {"score": None, "mean_return": None, "success": None}
     best_step = save_final(ckpt, cfg.num_updates, state, ev, dataclasses.asdict(cfg))
     # steady-state eval throughput (the first call above compiled)
-    ev2 = evaluate_maze(eval_env, policy, state.params, jax.random.fold_in(k_eval, 10**6), bos_id=bos)
+    ev2 = evaluate_maze(eval_env, policy, state.params,
+                        jax.random.fold_in(k_eval, 10**6), bos_id=bos) if cfg.evaluate else None
     updates_timed = cfg.num_updates - cfg.chunk
     summary = {
         "config": dataclasses.asdict(cfg), "lr": lr, "weight_decay": wd, "batch_size": batch_size,
@@ -242,7 +248,7 @@ def train_bc(cfg: BCRunConfig) -> dict:
         "loss_last_chunk": rows[-1]["loss"] if rows else None,
         "updates_per_s": updates_timed / t_train if t_train > 0 else None,
         "eval": {k: v for k, v in ev.items()}, "evals": evals,
-        "eval_env_steps_per_s": ev2["env_steps"] / ev2["wall_s"],
+        "eval_env_steps_per_s": None if ev2 is None else ev2["env_steps"] / ev2["wall_s"],
         "score": ev["score"], "mean_return": ev["mean_return"], "best_step": best_step,
     }
     log(event="summary", **{k: v for k, v in summary.items() if k not in ("evals", "eval")})
