@@ -71,6 +71,7 @@ class VecEnv:
             else:
                 self.parser = ActionParser(self.task_text.actions, self.tokenizer, self.task_text.aliases)
         self.sharding = _resolve_sharding(sharding, self.num_envs)
+        self._reset_text = self._constant_reset_render()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -128,7 +129,9 @@ class VecEnv:
         cores on every step) runs only when some env of the batch is done, and so does the
         rendering of ``final_observation`` (equal to the observation when no env is done).
         Tasks whose episodes end together or never (gridworld, bandits, optimization) skip
-        both on most steps."""
+        both on most steps. Tasks whose every episode starts from the same text
+        (``constant_reset_facts``, e.g. Wordle) render once per step: the stepped text is
+        ``final_observation``, and finished envs take the text rendered at build time."""
         env = self.env
         if env.step_needs_key:
             pairs = jax.vmap(jax.random.split)(env_keys)
@@ -147,8 +150,17 @@ class VecEnv:
             return jax.tree.map(pick, obs_re, obs_st), jax.tree.map(pick, state_re, state_st)
 
         obs, state = jax.lax.cond(any_done, reset_done, lambda _: (obs_st, state_st), None)
-        view = self._view(obs, text_keys)
-        final = jax.lax.cond(any_done, lambda _: self._view(obs_st, text_keys), lambda _: view, None)
+        if self._reset_text is None:
+            view = self._view(obs, text_keys)
+            final = jax.lax.cond(any_done, lambda _: self._view(obs_st, text_keys), lambda _: view, None)
+        else:
+            # Every episode starts from the same text (rendered at build time): render only
+            # the stepped observations and put the reset text in the rows of finished envs.
+            final = self._view(obs_st, text_keys)
+            view = self._view(obs, text_keys, render=False)
+            for name, const in self._reset_text.items():
+                pick = done.reshape(done.shape + (1,) * const.ndim)
+                view[name] = jnp.where(pick, jnp.asarray(const), final[name])
         info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": final}
         return view, state, reward, terminated, truncated, info
 
@@ -187,16 +199,45 @@ class VecEnv:
         keys = jax.random.split(key, 2 * self.num_envs)
         return keys[: self.num_envs], keys[self.num_envs:]
 
-    def _view(self, core_obs, text_keys) -> dict:
+    def _constant_reset_render(self) -> dict | None:
+        """The rendered text fields (``tokens``, ``length``, ``mask``) of the reset
+        observation, as host arrays without the env axis, for cores that declare
+        ``constant_reset_facts``; None when the shortcut does not apply (symbolic
+        observations, paraphrase pools: their draw makes the text random). A
+        ``task_text.prepare`` is a function of the facts alone, so it keeps them constant.
+        The core's claim is checked on a few keys: a wrong flag would show every
+        finished env a wrong first text."""
+        env = self.env
+        if not (isinstance(env, TextEnv) and env.constant_reset_facts) or self.obs_mode == "symbolic" \
+                or self.text.pools:
+            return None
+
+        def build(keys):  # one program: the facts of 8 resets, and the text of the first
+            facts = jax.vmap(lambda k: env.reset_env(k, self.params)[0]["facts"])(keys)
+            first = jax.tree.map(lambda x: x[:1], facts)
+            return facts, self.text.render_batch(self._prepare(first))
+
+        facts, text = jax.device_get(jax.jit(build)(jax.random.split(jax.random.PRNGKey(0), 8)))
+        differ = sorted(k for k, v in facts.items() if not np.all(np.asarray(v) == np.asarray(v)[:1]))
+        if differ:
+            raise ValueError(f"{self.id}: {type(env).__name__}.constant_reset_facts is True, but its reset facts "
+                             f"{differ} differ between keys; set constant_reset_facts = False for this core")
+        return {k: np.asarray(v)[0] for k, v in text.items()}
+
+    def _prepare(self, facts):
+        if self.task_text.prepare is not None:
+            facts = jax.vmap(self.task_text.prepare)(facts)
+        return facts
+
+    def _view(self, core_obs, text_keys, render: bool = True) -> dict:
         facts = core_obs["facts"]
         if text_keys is not None:
             facts = jax.vmap(self.text.draw)(text_keys, facts)
-        if self.task_text.prepare is not None:
-            facts = jax.vmap(self.task_text.prepare)(facts)
+        facts = self._prepare(facts)
         out: dict[str, Any] = {"facts": facts}
         if self.obs_mode != "tokens":
             out["symbolic"] = core_obs["symbolic"]
-        if self.obs_mode != "symbolic":
+        if self.obs_mode != "symbolic" and render:
             out.update(self.text.render_batch(facts))
         return out
 

@@ -28,6 +28,11 @@ class TextEnv(environment.Environment):
     #: False when ``step_env`` draws no randomness: then the step key goes to the reset
     #: as it is, saving a key split per env and step (the dominant cost of cheap cores).
     step_needs_key: bool = True
+    #: True when ``reset_env``'s ``facts`` do not depend on the key nor on the params
+    #: (static config may shape them): every episode starts from the same text. The
+    #: batched env then renders that text once, at build time, instead of on every step
+    #: (it checks the claim on a few keys and raises if it is false). Opt-in.
+    constant_reset_facts: bool = False
 
     @partial(jax.jit, static_argnames=("self",))
     def step(self, key, state, action, params=None):

@@ -176,6 +176,7 @@ class Wordle(TextEnv):
     """
 
     step_needs_key = False  # the hidden word is fixed at reset
+    constant_reset_facts = True  # every game starts from the empty board (the hidden word is not a fact)
 
     def __init__(self, word_list=None, guess_list=None, official_feedback: bool = False, num_tries: int = 6):
         super().__init__()
