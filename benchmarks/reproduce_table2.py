@@ -89,8 +89,9 @@ def run_bc(task: str, args, filtered: bool = False) -> dict:
 
 
 def _bc_for(task, args) -> dict:
+    """The task's BC run (the ``bc`` row's, or trained here without its row's sampled evaluation)."""
     if task not in _BC_RUNS:
-        run_bc(task, args)
+        _BC_RUNS[task] = train_bc(_bc_cfg(task, args))
     return _BC_RUNS[task]
 
 
@@ -99,7 +100,9 @@ def run_value(task: str, args, algo: str) -> dict:
     t0 = time.perf_counter()
     cfg = ValueRunConfig(algo=algo, task=task, seed=args.seed, data_envs=args.data_envs, data_steps=args.data_steps,
                          epsilon=args.epsilon, num_updates=args.value_updates, chunk=args.chunk,
-                         batch_size=args.value_batch, beta=args.beta, greedy=True, metrics_path=args.metrics,
+                         batch_size=args.value_batch, beta=args.beta, cql_weight=args.cql_weight,
+                         polyak_alpha=args.polyak_alpha, greedy=True,
+                         metrics_path=args.metrics,
                          progress=not args.no_progress)
     out = train_value(cfg, bc=bc)
     heads = ("q1", "q2") if algo == "ilql" else ("q",)
@@ -150,6 +153,10 @@ def main(argv=None):
     p.add_argument("--value-updates", type=int, default=2000, help="MC / ILQL updates")
     p.add_argument("--value-batch", type=int, default=None, help="MC / ILQL batch; default: the preset's (32)")
     p.add_argument("--beta", type=float, default=None, help="decoding beta; default: the preset's (maze: 8)")
+    p.add_argument("--cql-weight", type=float, default=None,
+                   help="MC / ILQL CQL weight; default: the preset's (maze: 0; see the README on why we use 1)")
+    p.add_argument("--polyak-alpha", type=float, default=None,
+                   help="ILQL target step; default: the preset's (0.005; see the README on why we use 0.05)")
     p.add_argument("--rounds", type=int, default=40, help="PPO / online filtered BC rounds")
     p.add_argument("--online-lr", type=float, default=None, help="PPO / online filtered BC lr; default: preset")
     p.add_argument("--rollouts", type=int, default=32, help="sampled rollouts per start (reference: 32)")
@@ -166,9 +173,9 @@ def main(argv=None):
             r = rows[-1]
             print(f"[{task} {algo}] sampled {r['score_sampled']:.1f} greedy {r['score_greedy']:.1f} "
                   f"({r['wall_s']:.0f} s)", flush=True)
-        if args.out:  # after every row, so a long run keeps what it finished
-            with open(args.out, "w", encoding="utf-8") as f:
-                json.dump(rows, f, indent=1)
+            if args.out:  # after every row, so a long run keeps what it finished
+                with open(args.out, "w", encoding="utf-8") as f:
+                    json.dump(rows, f, indent=1)
     print("| task | algorithm | ours, sampled | ours, greedy | seed | wall s | train env-steps/s | eval env-steps/s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

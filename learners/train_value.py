@@ -70,6 +70,7 @@ class ValueRunConfig:
     gamma: float | None = None
     tau: float | None = None
     cql_weight: float | None = None
+    polyak_alpha: float | None = None  # ILQL target-network step (preset 0.005)
     num_updates: int = 1000
     chunk: int = 100
     # decoding and evaluation
@@ -100,7 +101,7 @@ class ValueRunConfig:
     def preset(self):
         """The task's preset with this run's overrides."""
         p = get_preset(self.algo, self.task)
-        over = {k: getattr(self, k) for k in ("lr", "batch_size", "gamma", "beta", "tau", "cql_weight")
+        over = {k: getattr(self, k) for k in ("lr", "batch_size", "gamma", "beta", "tau", "cql_weight", "polyak_alpha")
                 if getattr(self, k) is not None and hasattr(p, k)}
         return dataclasses.replace(p, **over)
 
