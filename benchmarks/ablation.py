@@ -119,15 +119,24 @@ def main(argv=None):
                    help="tasks that also get the token-policy curve")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", default="benchmarks/results/ablation", help="writes <out>.png and <out>.json")
+    p.add_argument("--resume", action="store_true", help="keep the curves already in <out>.json, run the rest")
     args = p.parse_args(argv)
     known = set(jaxlm_gym.registry.list_envs())
     for task in args.tasks:
         if task not in known:
             raise SystemExit(f"unknown task {task!r}; registered: {sorted(known)}")
     results = []
+    if args.resume:
+        try:
+            with open(args.out + ".json", encoding="utf-8") as f:
+                results = [r for r in json.load(f) if r["task"] in args.tasks]
+        except FileNotFoundError:
+            pass
+    done = {(r["task"], r["policy"]) for r in results}
     for task in args.tasks:
-        results.append(symbolic_curve(task, args))
-        if task in args.token_tasks and not args.no_token:
+        if (task, "symbolic MLP") not in done:
+            results.append(symbolic_curve(task, args))
+        if task in args.token_tasks and not args.no_token and (task, "GPT-2 tokens (from BC)") not in done:
             results.append(token_curve(task, args))
         for r in results[-2:]:
             if r["task"] == task:
