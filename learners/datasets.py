@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from learners.bc import FILTER_RULES
 from learners.rollout import Trajectory, _prompt_width, scan_env
 
 # expert(state) -> int32[N] action indices
@@ -271,24 +272,27 @@ def episode_facts(reward: jax.Array, done: jax.Array, terminated: jax.Array) -> 
             "last": done}
 
 
-def filter_steps(facts: dict, rule: str, *, last_reward_value: float = 0.0, fraction: float = 1.0) -> np.ndarray:
-    """Host: bool ``[T, N]`` keep mask of the steps of the complete episodes a filtered-BC ``rule`` keeps
+def keep_steps(facts: dict, rule: str, *, last_reward_value: float = 0.0, fraction: float = 1.0) -> jax.Array:
+    """In-graph bool ``[T, N]`` keep mask of the steps of the complete episodes a filtered-BC ``rule`` keeps
     (``learners.bc.FILTER_RULES``): ``last_reward`` (the episode's last reward equals ``last_reward_value``;
-    maze: 0 = reached the goal), ``top_fraction`` (the ``int(E * fraction)`` best returns of the ``E`` complete
-    episodes; ties at the threshold kept) or ``all``."""
-    from learners.bc import FILTER_RULES, top_fraction_count
-
-    f = {k: np.asarray(v) for k, v in jax.device_get(facts).items()}
-    complete = f["complete"]
+    maze: 0 = reached the goal), ``top_fraction`` (the ``floor(E * fraction)`` best returns of the ``E`` complete
+    episodes; ties at the threshold kept) or ``all``. ``facts``: ``episode_facts``."""
+    complete = facts["complete"]
     if rule == "all":
         return complete
     if rule == "last_reward":
-        return complete & np.isclose(f["last_reward"], last_reward_value)
+        return complete & jnp.isclose(facts["last_reward"], last_reward_value)
     if rule == "top_fraction":
-        ep_returns = f["ep_return"][f["last"]]  # one per complete episode
-        k = top_fraction_count(ep_returns.size, fraction)
-        if k == 0:
-            return np.zeros_like(complete)
-        threshold = np.sort(ep_returns)[::-1][k - 1]
-        return complete & (f["ep_return"] >= threshold)
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        ends = jnp.where(facts["last"], facts["ep_return"], -jnp.inf).reshape(-1)  # one per complete episode
+        k = jnp.floor(facts["last"].sum() * fraction).astype(jnp.int32)
+        threshold = jnp.sort(ends)[::-1][jnp.maximum(k - 1, 0)]
+        return complete & (facts["ep_return"] >= threshold) & (k > 0)
     raise ValueError(f"unknown filter rule {rule!r}; valid: {FILTER_RULES}")
+
+
+def filter_steps(facts: dict, rule: str, *, last_reward_value: float = 0.0, fraction: float = 1.0) -> np.ndarray:
+    """``keep_steps`` on the host: a numpy bool ``[T, N]`` mask (offline filtered BC selects its rows with it)."""
+    return np.asarray(jax.device_get(keep_steps(facts, rule, last_reward_value=last_reward_value,
+                                                fraction=fraction)))

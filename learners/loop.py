@@ -8,6 +8,8 @@ chunks the host advances a tqdm bar, writes a metrics row and, every ``eval_ever
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -140,6 +142,32 @@ def open_checkpointer(directory: str | None):
     return Checkpointer(directory)
 
 
+def config_from_cli(cls, argv=None, description: str | None = None):
+    """A run-config dataclass from the command line: one ``--flag-name`` per field, typed from the field's
+    annotation (``bool`` takes true/false/1/0/yes/no; ``int``/``float``, optional or not; anything else is a
+    string); defaults are the dataclass's."""
+    p = argparse.ArgumentParser(description=description)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = str(f.type)
+        if kind == "bool":
+            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default)
+        elif kind.startswith("float"):
+            p.add_argument(flag, type=float, default=f.default)
+        elif kind.startswith("int"):
+            p.add_argument(flag, type=int, default=f.default)
+        else:
+            p.add_argument(flag, type=str, default=f.default)
+    args = p.parse_args(argv)
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def print_summary(out: dict, skip: Sequence[str] = ("params", "policy", "policy_params", "vocab", "bc", "evals",
+                                                   "rounds")) -> None:
+    """The JSON-able part of a driver's summary, on stdout."""
+    print(json.dumps({k: v for k, v in out.items() if k not in skip}, indent=1, default=str))
+
+
 # ----------------------------------------------------------------------------------------------------
 # The maze data recipe
 
@@ -149,7 +177,8 @@ def maze_data(task: str, data_envs: int, data_steps: int, epsilon: float, key, b
 
     Returns ``(data_env, traj, vocab, bos_id, stats)``: the tokens vec env, the ``Trajectory``
     ``[data_steps, data_envs]`` (env batch placed by ``sharding``, e.g. ``learners.parallel.env_sharding``),
-    the env's compact ``VocabMap``, the BOS id (GPT-2's EOS, or None) and the data's statistics (mean return of the first episodes and its normalised score, throughput).
+    the env's compact ``VocabMap``, the BOS id (GPT-2's EOS, or None) and the data's statistics (mean return
+    of the first episodes and its normalised score, throughput).
     """
     data_env = jaxlm_gym.make_vec(task, data_envs, obs_mode="tokens", action_mode="tokens", sharding=sharding)
     bos_id = data_env.tokenizer.eos_id if bos else None

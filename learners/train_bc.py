@@ -34,9 +34,7 @@ replacement rather than in shuffled epochs.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 
@@ -48,7 +46,16 @@ import jaxlm_gym
 from learners.bc import FILTER_RULES, bc_loss_fn
 from learners.common import make_optimizer, make_update
 from learners.datasets import episode_facts, filter_steps
-from learners.loop import MetricsLog, make_train_chunk, maze_data, open_checkpointer, run_chunks, save_final
+from learners.loop import (
+    MetricsLog,
+    config_from_cli,
+    make_train_chunk,
+    maze_data,
+    open_checkpointer,
+    print_summary,
+    run_chunks,
+    save_final,
+)
 from learners.models import GPT2Config, init_params, make_apply_fn
 from learners.parallel import data_mesh, env_sharding, make_data_parallel_chunk, replicate, shard_rows
 from learners.presets import get_preset
@@ -260,23 +267,7 @@ def train_bc(cfg: BCRunConfig) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    fields = {f.name: f for f in dataclasses.fields(BCRunConfig)}
-    for name, f in fields.items():
-        flag = "--" + name.replace("_", "-")
-        if f.type in ("bool",):
-            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default)
-        elif name in ("lr", "weight_decay", "temperature", "epsilon", "filter_value", "filter_fraction"):
-            p.add_argument(flag, type=float, default=f.default)
-        elif name in ("task", "metrics_path", "filter", "checkpoint_dir"):
-            p.add_argument(flag, type=str, default=f.default)
-        else:
-            p.add_argument(flag, type=int, default=f.default)
-    args = p.parse_args(argv)
-    cfg = BCRunConfig(**{k: getattr(args, k) for k in fields})
-    out = train_bc(cfg)
-    print(json.dumps({k: v for k, v in out.items() if k not in ("params", "policy", "vocab", "evals")}, indent=1,
-                     default=str))
+    print_summary(train_bc(config_from_cli(BCRunConfig, argv, __doc__.split("\n\n")[0])))
 
 
 if __name__ == "__main__":

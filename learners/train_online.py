@@ -33,9 +33,7 @@ run (``checkpoint_dir``) restores the learner's state but starts its envs afresh
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 
@@ -45,10 +43,10 @@ import numpy as np
 from flax.training import train_state
 
 import jaxlm_gym
-from learners.bc import FILTER_RULES, bc_loss_fn
+from learners.bc import bc_loss_fn
 from learners.common import aligned_mask, make_optimizer, make_update, token_logprobs
-from learners.datasets import episode_facts
-from learners.loop import MetricsLog, open_checkpointer, run_chunks, save_final
+from learners.datasets import episode_facts, keep_steps
+from learners.loop import MetricsLog, config_from_cli, open_checkpointer, print_summary, run_chunks, save_final
 from learners.models import GPT2Config, forward
 from learners.models.heads import init_policy_value, make_policy_value_apply_fn
 from learners.ppo import adaptive_kl_coef, gae, kl_k3, kl_penalized_rewards, last_real_value, ppo_loss_fn, whiten
@@ -192,21 +190,6 @@ def ppo_epochs(update, state, batch: dict, key, *, epochs: int, bsize: int):
     return state, jax.tree.map(lambda x: x.reshape(-1), metrics)
 
 
-def keep_rows(facts: dict, rule: str, *, value: float = 0.0, fraction: float = 1.0) -> jax.Array:
-    """In-graph keep mask ``[S, N]`` of the steps of finished episodes a filtered-BC rule keeps."""
-    complete = facts["complete"]
-    if rule == "all":
-        return complete
-    if rule == "last_reward":
-        return complete & jnp.isclose(facts["last_reward"], value)
-    if rule == "top_fraction":
-        ends = jnp.where(facts["last"], facts["ep_return"], -jnp.inf).reshape(-1)
-        k = jnp.floor(facts["last"].sum() * fraction).astype(jnp.int32)
-        threshold = jnp.sort(ends)[::-1][jnp.maximum(k - 1, 0)]
-        return complete & (facts["ep_return"] >= threshold) & (k > 0)
-    raise ValueError(f"unknown filter rule {rule!r}; valid: {FILTER_RULES}")
-
-
 # ----------------------------------------------------------------------------------------------------
 # driver
 
@@ -316,7 +299,8 @@ def train_online(cfg: OnlineRunConfig, bc: dict | None = None) -> dict:
             k_roll, k_upd = jax.random.split(k)
             traj, _ = scan_env(env, act, ts.params, k_roll, round_steps, bos_id=bos)
             facts = episode_facts(traj.reward, traj.done, traj.terminated)
-            keep = keep_rows(facts, fpreset.rule, value=fpreset.last_reward_value, fraction=fpreset.fraction)
+            keep = keep_steps(facts, fpreset.rule, last_reward_value=fpreset.last_reward_value,
+                              fraction=fpreset.fraction)
             rows = bc_batch(traj, vocab)
             w = keep.reshape(-1).astype(jnp.float32)
             m = w.shape[0]
@@ -386,22 +370,7 @@ def train_online(cfg: OnlineRunConfig, bc: dict | None = None) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(OnlineRunConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default)
-        elif f.type.startswith("float"):
-            p.add_argument(flag, type=float, default=f.default)
-        elif f.type.startswith("int"):
-            p.add_argument(flag, type=int, default=f.default)
-        else:
-            p.add_argument(flag, type=str, default=f.default)
-    args = p.parse_args(argv)
-    cfg = OnlineRunConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(OnlineRunConfig)})
-    out = train_online(cfg)
-    skip = ("params", "policy", "policy_params", "vocab", "bc", "evals", "rounds")
-    print(json.dumps({k: v for k, v in out.items() if k not in skip}, indent=1, default=str))
+    print_summary(train_online(config_from_cli(OnlineRunConfig, argv, __doc__.split("\n\n")[0])))
 
 
 if __name__ == "__main__":

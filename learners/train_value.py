@@ -22,9 +22,7 @@ model -> evaluation with value-guided decoding.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 
@@ -36,7 +34,16 @@ from flax.training import train_state
 from learners.common import aligned_mask, make_optimizer, make_update
 from learners.datasets import episode_facts
 from learners.ilql import ILQLState, make_ilql_update
-from learners.loop import MetricsLog, make_train_chunk, maze_data, open_checkpointer, run_chunks, save_final
+from learners.loop import (
+    MetricsLog,
+    config_from_cli,
+    make_train_chunk,
+    maze_data,
+    open_checkpointer,
+    print_summary,
+    run_chunks,
+    save_final,
+)
 from learners.mc import mc_loss_fn, returns_to_go
 from learners.models import GPT2Config
 from learners.models.heads import ILQL_HEADS, MC_HEADS, init_value_model, make_value_apply_fn
@@ -260,22 +267,7 @@ def train_value(cfg: ValueRunConfig, bc: dict | None = None) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(ValueRunConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default)
-        elif f.type.startswith("float"):
-            p.add_argument(flag, type=float, default=f.default)
-        elif f.type.startswith("int"):
-            p.add_argument(flag, type=int, default=f.default)
-        else:
-            p.add_argument(flag, type=str, default=f.default)
-    args = p.parse_args(argv)
-    cfg = ValueRunConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ValueRunConfig)})
-    out = train_value(cfg)
-    skip = ("params", "policy", "policy_params", "vocab", "bc", "evals")
-    print(json.dumps({k: v for k, v in out.items() if k not in skip}, indent=1, default=str))
+    print_summary(train_value(config_from_cli(ValueRunConfig, argv, __doc__.split("\n\n")[0])))
 
 
 if __name__ == "__main__":

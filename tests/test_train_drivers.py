@@ -14,7 +14,7 @@ from learners.models import GPT2Config, forward, init_params
 from learners.models.heads import apply_heads, init_policy_value, init_value_model, make_policy_value_apply_fn
 from learners.rollout import VocabMap, make_value_policy
 from learners.train_bc import BCRunConfig, train_bc
-from learners.train_online import OnlineRunConfig, episode_returns_in_window, keep_rows, train_online
+from learners.train_online import OnlineRunConfig, episode_returns_in_window, train_online
 from learners.train_value import ValueRunConfig, step_bootstraps, train_value
 
 # ---------------------------------------------------------------------------------------------- by hand
@@ -47,9 +47,8 @@ def test_filter_rules_by_hand():
     np.testing.assert_array_equal(filter_steps(f, "all"), jax.device_get(f["complete"]))
     with pytest.raises(ValueError, match="top_fraction"):
         filter_steps(f, "best")
-    # the in-graph rule of online filtered BC agrees
-    np.testing.assert_array_equal(keep_rows(f, "last_reward", value=0.0), goal)
-    np.testing.assert_array_equal(keep_rows(f, "top_fraction", fraction=1 / 3), top)
+    with pytest.raises(ValueError, match="fraction"):
+        filter_steps(f, "top_fraction", fraction=0.0)
 
 
 def test_step_bootstraps_by_hand():
@@ -185,3 +184,17 @@ def test_online_learners_train_from_the_bc_model(bc_run, algo):
     if algo == "ppo":
         assert {"policy_loss", "value_loss", "kl"} <= set(out["rounds"][-1])
         assert _changed(out["params"]["base"], bc["params"])
+
+
+def test_command_lines_parse_into_run_configs():
+    from learners.loop import config_from_cli
+
+    cfg = config_from_cli(ValueRunConfig, ["--algo", "mc", "--cql-weight", "1", "--bos", "false", "--eval-every", "3"])
+    assert (cfg.algo, cfg.cql_weight, cfg.bos, cfg.eval_every, cfg.lr) == ("mc", 1.0, False, 3, None)
+    cfg = config_from_cli(BCRunConfig, ["--filter", "last_reward", "--checkpoint-dir", "/tmp/x",
+                                        "--data-parallel", "1"])
+    assert (cfg.filter, cfg.checkpoint_dir, cfg.data_parallel, cfg.num_updates) == ("last_reward", "/tmp/x", True, 1000)
+    cfg = config_from_cli(OnlineRunConfig, ["--algo", "online_filtered_bc", "--rounds", "2"])
+    assert (cfg.algo, cfg.rounds, cfg.num_envs) == ("online_filtered_bc", 2, None)
+    with pytest.raises(ValueError, match="algo must be one of"):
+        config_from_cli(OnlineRunConfig, ["--algo", "sac"])
