@@ -128,6 +128,15 @@ class BCRunConfig:
             raise ValueError(f"num_updates ({self.num_updates}) must be a multiple of chunk ({self.chunk})")
 
 
+def bc_start_config(cfg, chunk: int = 100) -> BCRunConfig:
+    """The BC run a later learner starts from: ``cfg``'s task, seed, data and model fields, ``cfg.bc_updates``
+    updates in chunks of ``chunk`` (or one chunk when it does not divide them)."""
+    return BCRunConfig(task=cfg.task, seed=cfg.seed, data_envs=cfg.data_envs, data_steps=cfg.data_steps,
+                       epsilon=cfg.epsilon, bos=cfg.bos, n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                       num_updates=cfg.bc_updates, chunk=chunk if cfg.bc_updates % chunk == 0 else cfg.bc_updates,
+                       max_new_tokens=cfg.max_new_tokens, progress=cfg.progress)
+
+
 # ----------------------------------------------------------------------------------------------------
 # pieces
 

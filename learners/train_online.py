@@ -58,7 +58,7 @@ from learners.rollout import (
     scan_env,
     stop_token_id,
 )
-from learners.train_bc import TASKS, BCRunConfig, evaluate_maze, make_eval_env, train_bc
+from learners.train_bc import TASKS, BCRunConfig, bc_start_config, evaluate_maze, make_eval_env, train_bc
 
 ALGOS = ("ppo", "online_filtered_bc")
 
@@ -114,12 +114,7 @@ class OnlineRunConfig:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
 
     def bc_config(self) -> BCRunConfig:
-        chunk = 100 if self.bc_updates % 100 == 0 else self.bc_updates
-        return BCRunConfig(task=self.task, seed=self.seed, data_envs=self.data_envs, data_steps=self.data_steps,
-                           epsilon=self.epsilon, bos=self.bos, n_layer=self.n_layer, n_head=self.n_head,
-                           n_embd=self.n_embd, num_updates=self.bc_updates, chunk=chunk,
-                           max_new_tokens=self.max_new_tokens, progress=self.progress)
-
+        return bc_start_config(self)
 
 # ----------------------------------------------------------------------------------------------------
 # PPO round pieces (pure)

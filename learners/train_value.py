@@ -49,7 +49,7 @@ from learners.models import GPT2Config
 from learners.models.heads import ILQL_HEADS, MC_HEADS, init_value_model, make_value_apply_fn
 from learners.presets import get_preset
 from learners.rollout import Trajectory, VocabMap, bc_batch, make_value_policy, stop_token_id
-from learners.train_bc import TASKS, BCRunConfig, evaluate_maze, make_eval_env, train_bc
+from learners.train_bc import TASKS, BCRunConfig, bc_start_config, evaluate_maze, make_eval_env, train_bc
 
 ALGOS = ("ilql", "mc")
 
@@ -113,12 +113,7 @@ class ValueRunConfig:
         return dataclasses.replace(p, **over)
 
     def bc_config(self) -> BCRunConfig:
-        return BCRunConfig(task=self.task, seed=self.seed, data_envs=self.data_envs, data_steps=self.data_steps,
-                           epsilon=self.epsilon, bos=self.bos, n_layer=self.n_layer, n_head=self.n_head,
-                           n_embd=self.n_embd, num_updates=self.bc_updates,
-                           chunk=self.chunk if self.bc_updates % self.chunk == 0 else self.bc_updates,
-                           max_new_tokens=self.max_new_tokens, progress=self.progress)
-
+        return bc_start_config(self, self.chunk)
 
 # ----------------------------------------------------------------------------------------------------
 # data layout
