@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from layout_check import assert_pieces_within_reach
 
 import jaxlm_gym
 
@@ -169,6 +170,7 @@ def check_decoded_tokens_equal_host_text(case):
         return  # no tokens in symbolic mode
     tok = vec.tokenizer
     for obs, *_ in traj:
+        assert_pieces_within_reach(vec.text, obs["facts"])
         texts = vec.decode(obs)
         for i, text in enumerate(texts):
             ids = np.asarray(obs["tokens"][i][: int(obs["length"][i])]).tolist()

@@ -169,10 +169,11 @@ def test_get_tokenizer_rejects_bad_input(tmp_path):
         get_tokenizer(42)
 
 
-def test_two_level_render_of_repeated_blocks(tok):
-    """A repeated block whose rows are much shorter than the document is rendered row by row
-    (``_layout_rows``); the tokens equal the one-level render and ``tokenizer.encode``,
-    with numbers inside the rows and rows of different lengths (some empty)."""
+def test_chunked_layout_equals_testing_every_piece(tok):
+    """The layout tests, per chunk of the buffer, only the pieces that can reach it
+    (``CompiledText._reach``); with every piece allowed everywhere the tokens are the same,
+    and both equal ``tokenizer.encode``: rows with numbers, of different lengths, some
+    empty, switches whose fact matches no case."""
     from jaxlm_gym.text import Num
 
     row = Switch("kind", {0: Seq(Lit(" row"), Slot("a", [" red", " green", " deep blue"]), Lit(":"),
@@ -180,8 +181,9 @@ def test_two_level_render_of_repeated_blocks(tok):
                           1: Seq(Lit(" skip"), Slot("a", ["", " x", " y"]))})
     doc = Document(Block(Lit("Rows:")), Block(row, repeat=8), Block(Num("total", 0, " ")))
     compiled = doc.compile(tok)
-    assert compiled._hier, "the repeated block should take the two-level path"
-    n = 16
+    lo, hi = compiled._reach
+    assert (hi - lo < compiled.max_tokens).any(), "some piece should not reach the whole buffer"
+    n = 64
     rng = np.random.default_rng(0)
     facts = {"kind": jnp.asarray(rng.integers(0, 3, (n, 8)), jnp.int32),  # 2: no row at all
              "a": jnp.asarray(rng.integers(0, 3, (n, 8)), jnp.int32),
@@ -189,11 +191,11 @@ def test_two_level_render_of_repeated_blocks(tok):
              "total": jnp.asarray(rng.integers(0, 10**6, (n,)), jnp.float32)}
     texts = _check_batch(compiled, facts, tok)
     assert any(t.count(" row") >= 2 for t in texts) and any(" skip" in t for t in texts)
-    two = jax.jit(compiled.render_batch)(facts)
-    hier, compiled._hier = compiled._hier, []
+    chunked = jax.jit(compiled.render_batch)(facts)
+    reach, compiled._reach = compiled._reach, (np.zeros_like(lo), np.full_like(hi, compiled.max_tokens))
     try:
-        one = jax.jit(compiled.render_batch)(facts)
+        everywhere = jax.jit(compiled.render_batch)(facts)
     finally:
-        compiled._hier = hier
+        compiled._reach = reach
     for k in ("tokens", "length", "mask"):
-        np.testing.assert_array_equal(two[k], one[k])
+        np.testing.assert_array_equal(chunked[k], everywhere[k])

@@ -131,6 +131,12 @@ def digit_choices(upto: int, prefix: str = " ") -> tuple[str, ...]:
 IdxFn = Callable[[Mapping], object]
 
 
+# (measure, num_bound) -> (fewest before, most before, most up to the end): where a piece
+# can lie, relative to the start of the node it was flattened from, in the unit of
+# ``measure`` (tokens when compiled). Only needs to hold when the piece writes something.
+SpanFn = Callable[[Callable[[str], int], Callable[["Num"], int]], tuple[int, int, int]]
+
+
 @dataclasses.dataclass
 class Piece:
     choices: tuple[str, ...]
@@ -138,10 +144,29 @@ class Piece:
     present: IdxFn  # facts -> bool
     optional: bool = False  # False: present is always True
     num: "Num | None" = None  # a number written in-graph (``choices`` is empty)
+    span: SpanFn | None = None  # None: at the node's start, as long as its longest choice
 
 
 def _const(v):
     return lambda f: v
+
+
+def piece_span(piece: Piece, measure, num_bound) -> tuple[int, int, int]:
+    """``(fewest before, most before, most up to its end)`` of ``piece`` (see ``SpanFn``)."""
+    if piece.span is not None:
+        return piece.span(measure, num_bound)
+    width = num_bound(piece.num) if piece.num is not None else max((measure(c) for c in piece.choices), default=0)
+    return 0, 0, width
+
+
+def _shifted(piece: Piece, lo_fn, hi_fn) -> Piece:
+    """``piece`` moved by a run of fewest ``lo_fn(...)`` and most ``hi_fn(...)`` units."""
+    def span(m, nb, p=piece):
+        a, b, e = piece_span(p, m, nb)
+        lo, hi = lo_fn(m, nb), hi_fn(m, nb)
+        return a + lo, b + hi, e + hi
+
+    return dataclasses.replace(piece, span=span)
 
 
 def flatten(node: Node, xp) -> list[Piece]:
@@ -155,8 +180,11 @@ def flatten(node: Node, xp) -> list[Piece]:
         return [Piece((), _const(0), _const(True), num=node)]
     if isinstance(node, Seq):
         out: list[Piece] = []
-        for part in node.parts:
-            out.extend(flatten(part, xp))
+        for k, part in enumerate(node.parts):
+            before = node.parts[:k]
+            lo = lambda m, nb, before=before: sum(shortest(q, m) for q in before)  # noqa: E731
+            hi = lambda m, nb, before=before: sum(longest(q, m, nb) for q in before)  # noqa: E731
+            out.extend(_shifted(piece, lo, hi) if k else piece for piece in flatten(part, xp))
         return out
     if isinstance(node, (Switch, Paraphrase)):
         if isinstance(node, Switch):
@@ -167,6 +195,19 @@ def flatten(node: Node, xp) -> list[Piece]:
         width = max((len(fl) for _, fl in flats), default=0)
         key = node.key
         merged: list[Piece] = []
+
+        def slot_span(m, nb, i, flats=flats, cases=cases, nullable=isinstance(node, Switch)):
+            # Piece i of the switch sits after piece i - 1 of the active case: where that
+            # case's piece i sits, or after the whole case when it has fewer pieces.
+            spans = []
+            for (_, fl), (_, child) in zip(flats, cases):
+                if len(fl) > i:
+                    spans.append(piece_span(fl[i], m, nb))
+                else:
+                    spans.append((shortest(child, m), longest(child, m, nb), 0))
+            if nullable:
+                spans.append((0, 0, 0))
+            return min(a for a, _, _ in spans), max(b for _, b, _ in spans), max(e for _, _, e in spans)
         # Merge the cases position by position: piece i of the switch holds piece i of
         # every case, so the piece count is the longest case's, not the sum.
         for i in range(width):
@@ -175,7 +216,7 @@ def flatten(node: Node, xp) -> list[Piece]:
             for value, piece in members:
                 if piece.num is not None:
                     merged.append(Piece((), piece.index, lambda f, v=value, p=piece, key=key: xp.logical_and(
-                        f[key] == v, p.present(f)), optional=True, num=piece.num))
+                        f[key] == v, p.present(f)), optional=True, num=piece.num, span=piece.span))
             members = [(value, piece) for value, piece in members if piece.num is None]
             if not members:
                 continue
@@ -199,7 +240,8 @@ def flatten(node: Node, xp) -> list[Piece]:
                     out = xp.logical_or(out, xp.logical_and(sel == value, piece.present(f)))
                 return out
 
-            merged.append(Piece(tuple(choices), index, present, optional=True))
+            merged.append(Piece(tuple(choices), index, present, optional=True,
+                                span=lambda m, nb, i=i: slot_span(m, nb, i)))
         return merged
     raise TypeError(f"not a template node: {node!r}")
 
@@ -246,7 +288,12 @@ def fuse(pieces: list[Piece], xp, limit: int = 256) -> list[Piece]:
                 out = out + i * stride
             return out
 
-        out.append(Piece(tuple(choices), index, _const(True)))
+        def span(m, nb, group=group):
+            # The group starts where its first piece does and ends where its last one can.
+            spans = [piece_span(p, m, nb) for p in group]
+            return spans[0][0], spans[0][1], max(e for _, _, e in spans)
+
+        out.append(Piece(tuple(choices), index, _const(True), span=span))
     return out
 
 
@@ -309,6 +356,23 @@ def choice_keys(node: Node) -> set[str]:
         own = {node.key} if isinstance(node, Choice) else set()
         return own.union(*(choice_keys(c) for c in node.alternatives))
     return set()
+
+
+def shortest(node: Node, measure: Callable[[str], int]) -> int:
+    """Lower bound of ``measure`` over all renderings of ``node`` (a number: 1)."""
+    if isinstance(node, Lit):
+        return measure(node.text)
+    if isinstance(node, Slot):
+        return min(measure(c) for c in node.choices)
+    if isinstance(node, Num):
+        return 1
+    if isinstance(node, Seq):
+        return sum(shortest(p, measure) for p in node.parts)
+    if isinstance(node, Switch):
+        return 0  # a fact that matches no case writes nothing
+    if isinstance(node, Paraphrase):
+        return min(shortest(c, measure) for c in node.alternatives)
+    raise TypeError(f"not a template node: {node!r}")
 
 
 def longest(node: Node, measure: Callable[[str], int], num_bound: Callable[["Num"], int]) -> int:
