@@ -248,8 +248,9 @@ def flatten(node: Node, xp) -> list[Piece]:
 
 def fuse(pieces: list[Piece], xp, limit: int = 256) -> list[Piece]:
     """Fuse runs of adjacent pieces into one piece over the product of their choices,
-    while the product stays <= ``limit``. Rendering costs O(buffer length x pieces), so
-    fewer, larger tables are faster; an absent piece counts as one more (empty) choice."""
+    while the product stays <= ``limit``. Rendering costs one select per buffer position
+    and piece that can reach it, so fewer, larger tables are faster; an absent piece counts
+    as one more (empty) choice."""
     groups: list[list[Piece]] = []
     size = limit + 1
     for p in pieces:
