@@ -131,10 +131,10 @@ def digit_choices(upto: int, prefix: str = " ") -> tuple[str, ...]:
 IdxFn = Callable[[Mapping], object]
 
 
-# (measure, num_bound) -> (fewest before, most before, most up to the end): where a piece
-# can lie, relative to the start of the node it was flattened from, in the unit of
-# ``measure`` (tokens when compiled). Only needs to hold when the piece writes something.
-SpanFn = Callable[[Callable[[str], int], Callable[["Num"], int]], tuple[int, int, int]]
+# (measure, num_bound) -> (fewest before, most up to the end): where a piece can lie,
+# relative to the start of the node it was flattened from, in the unit of ``measure``
+# (tokens when compiled). Only needs to hold when the piece writes something.
+SpanFn = Callable[[Callable[[str], int], Callable[["Num"], int]], tuple[int, int]]
 
 
 @dataclasses.dataclass
@@ -151,20 +151,19 @@ def _const(v):
     return lambda f: v
 
 
-def piece_span(piece: Piece, measure, num_bound) -> tuple[int, int, int]:
-    """``(fewest before, most before, most up to its end)`` of ``piece`` (see ``SpanFn``)."""
+def piece_span(piece: Piece, measure, num_bound) -> tuple[int, int]:
+    """``(fewest before, most up to its end)`` of ``piece`` (see ``SpanFn``)."""
     if piece.span is not None:
         return piece.span(measure, num_bound)
     width = num_bound(piece.num) if piece.num is not None else max((measure(c) for c in piece.choices), default=0)
-    return 0, 0, width
+    return 0, width
 
 
 def _shifted(piece: Piece, lo_fn, hi_fn) -> Piece:
     """``piece`` moved by a run of fewest ``lo_fn(...)`` and most ``hi_fn(...)`` units."""
     def span(m, nb, p=piece):
-        a, b, e = piece_span(p, m, nb)
-        lo, hi = lo_fn(m, nb), hi_fn(m, nb)
-        return a + lo, b + hi, e + hi
+        first, last = piece_span(p, m, nb)
+        return first + lo_fn(m, nb), last + hi_fn(m, nb)
 
     return dataclasses.replace(piece, span=span)
 
@@ -198,16 +197,13 @@ def flatten(node: Node, xp) -> list[Piece]:
 
         def slot_span(m, nb, i, flats=flats, cases=cases, nullable=isinstance(node, Switch)):
             # Piece i of the switch sits after piece i - 1 of the active case: where that
-            # case's piece i sits, or after the whole case when it has fewer pieces.
-            spans = []
-            for (_, fl), (_, child) in zip(flats, cases):
-                if len(fl) > i:
-                    spans.append(piece_span(fl[i], m, nb))
-                else:
-                    spans.append((shortest(child, m), longest(child, m, nb), 0))
+            # case's piece i sits, or after the whole case when it has fewer pieces (then
+            # it writes nothing, but a fused group starting there may).
+            spans = [piece_span(fl[i], m, nb) if len(fl) > i else (shortest(child, m), 0)
+                     for (_, fl), (_, child) in zip(flats, cases)]
             if nullable:
-                spans.append((0, 0, 0))
-            return min(a for a, _, _ in spans), max(b for _, b, _ in spans), max(e for _, _, e in spans)
+                spans.append((0, 0))
+            return min(a for a, _ in spans), max(e for _, e in spans)
         # Merge the cases position by position: piece i of the switch holds piece i of
         # every case, so the piece count is the longest case's, not the sum.
         for i in range(width):
@@ -292,7 +288,7 @@ def fuse(pieces: list[Piece], xp, limit: int = 256) -> list[Piece]:
         def span(m, nb, group=group):
             # The group starts where its first piece does and ends where its last one can.
             spans = [piece_span(p, m, nb) for p in group]
-            return spans[0][0], spans[0][1], max(e for _, _, e in spans)
+            return spans[0][0], max(e for _, e in spans)
 
         out.append(Piece(tuple(choices), index, _const(True), span=span))
     return out
