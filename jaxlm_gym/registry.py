@@ -22,6 +22,13 @@ class TaskText:
     rendering (derived facts, e.g. which feedback sentences join with a space).
     ``parts``: named sub-documents for APIs that hand out separate strings (LLF's
     ``{observation, instruction, feedback}``).
+    ``append``: optional ``tokenizer -> appender`` factory for texts that every step
+    extends at the end (Wordle: one row per try; only for cores with
+    ``constant_reset_facts``). ``make_vec`` then keeps the rendered tokens in its state
+    and renders only the new tail. The appender has ``text`` (a ``CompiledText``: the
+    document from the start of what a step rewrites to the end of the text),
+    ``tail_facts(core_state, facts)`` (its facts, batched) and ``trailing(facts) ->
+    int32[N]`` (the tokens of the text's last piece: the part the next step rewrites).
     """
 
     document: Document
@@ -31,6 +38,7 @@ class TaskText:
     prepare: Callable[[Mapping], Mapping] | None = None
     parts: Mapping[str, Document] | None = None
     common: Mapping[str, int] | None = None  # the usual value of some facts (see Document.compile)
+    append: Callable[[Any], Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

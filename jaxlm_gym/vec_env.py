@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 from gymnax.environments import spaces
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -23,6 +24,19 @@ from .text import ActionParser, get_tokenizer
 
 OBS_MODES = ("symbolic", "tokens", "both")
 ACTION_MODES = ("index", "tokens")
+
+
+@struct.dataclass
+class AppendState:
+    """``VecEnv`` state of a task whose text every step extends at the end
+    (``TaskText.append``, e.g. Wordle in the token observation modes): ``core`` the
+    core's state batch; ``tokens`` int32[N, L] and ``length`` int32[N] the current text;
+    ``keep`` int32[N] its tokens before the last piece (what the next step leaves)."""
+
+    core: Any
+    tokens: jax.Array
+    length: jax.Array
+    keep: jax.Array
 
 
 class VecEnv:
@@ -39,6 +53,9 @@ class VecEnv:
     ``step`` returns ``(obs, state, reward, terminated, truncated, info)``, auto-resets
     finished envs and keeps the pre-reset observation in ``info["final_observation"]``;
     with ``action_mode="tokens"``, ``info["action_index"]`` is the parsed action.
+    State: the core's state batch; for tasks whose text grows at the end (Wordle) in the
+    token observation modes, an ``AppendState`` that also holds the rendered tokens, so
+    a step renders only the new row. ``core_state(state)`` is the core's in every case.
     """
 
     def __init__(self, env_id: str, env, params, num_envs: int, obs_mode: str, action_mode: str,
@@ -72,6 +89,9 @@ class VecEnv:
                 self.parser = ActionParser(self.task_text.actions, self.tokenizer, self.task_text.aliases)
         self.sharding = _resolve_sharding(sharding, self.num_envs)
         self._reset_text = self._constant_reset_render()
+        self._append = None
+        if self._reset_text is not None and self.task_text.append is not None:
+            self._append = self.task_text.append(self.tokenizer)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -101,7 +121,20 @@ class VecEnv:
         params = self.params if params is None else params
         env_keys, text_keys = self._split(key)
         core_obs, state = jax.vmap(self.env.reset, in_axes=(0, None))(env_keys, params)
-        return self._shard(self._view(core_obs, text_keys)), self._shard(state)
+        view = self._view(core_obs, text_keys)
+        if self._appending:
+            keep = view["length"] - self._append.trailing(view["facts"])
+            state = AppendState(state, view["tokens"], view["length"], keep)
+        return self._shard(view), self._shard(state)
+
+    def core_state(self, state):
+        """The core's state batch inside a ``VecEnv`` state."""
+        return state.core if isinstance(state, AppendState) else state
+
+    @property
+    def _appending(self) -> bool:
+        # Read when reset / step are traced (tests switch the shortcuts off to compare).
+        return self._append is not None and self._reset_text is not None
 
     def step(self, key: jax.Array, state, action, params=None):
         """Step all envs: ``(obs, state, reward, terminated, truncated, info)``."""
@@ -133,6 +166,8 @@ class VecEnv:
         (``constant_reset_facts``, e.g. Wordle) render once per step: the stepped text is
         ``final_observation``, and finished envs take the text rendered at build time."""
         env = self.env
+        cache = state if self._appending else None
+        state = self.core_state(state)
         if env.step_needs_key:
             pairs = jax.vmap(jax.random.split)(env_keys)
             k_step, k_reset = pairs[:, 0], pairs[:, 1]
@@ -150,7 +185,20 @@ class VecEnv:
             return jax.tree.map(pick, obs_re, obs_st), jax.tree.map(pick, state_re, state_st)
 
         obs, state = jax.lax.cond(any_done, reset_done, lambda _: (obs_st, state_st), None)
-        if self._reset_text is None:
+        if cache is not None:
+            # The text grows at the end: splice the new tail onto the kept tokens, and put
+            # the reset text (with its own kept length) in the rows of finished envs.
+            final = self._view(obs_st, text_keys, render=False)
+            tail = self._append.tail_facts(state_st, final["facts"])
+            final.update(self._append.text.render_after(tail, cache.tokens, cache.keep))
+            keep = final["length"] - self._append.trailing(final["facts"])
+            view = self._view(obs, text_keys, render=False)
+            for name, const in self._reset_text.items():
+                pick = done.reshape(done.shape + (1,) * const.ndim)
+                view[name] = jnp.where(pick, jnp.asarray(const), final[name])
+            keep = jnp.where(done, view["length"] - self._append.trailing(view["facts"]), keep)
+            state = AppendState(state, view["tokens"], view["length"], keep)
+        elif self._reset_text is None:
             view = self._view(obs, text_keys)
             final = jax.lax.cond(any_done, lambda _: self._view(obs_st, text_keys), lambda _: view, None)
         else:

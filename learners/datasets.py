@@ -60,7 +60,7 @@ def diluted_actor(vec_env, expert: Expert, epsilon, width: int | None = None):
 
     def act(_params, _prompt, _mask, key, _obs, state):
         k_coin, k_rand = jax.random.split(key)
-        best = expert(state).astype(jnp.int32)
+        best = expert(vec_env.core_state(state)).astype(jnp.int32)
         n = best.shape[0]
         rand = jax.random.randint(k_rand, (n,), 0, n_act, jnp.int32)
         index = jnp.where(jax.random.uniform(k_coin, (n,)) < epsilon, rand, best)

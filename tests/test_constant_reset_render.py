@@ -1,7 +1,9 @@
-"""The constant-reset-render shortcut of ``VecEnv`` (cores with ``constant_reset_facts``):
-the reset text is rendered once at build time and finished envs take it, so a step
-renders only the stepped observation. It must change nothing: observations,
-``final_observation`` and rewards are bit-identical to the two-render path."""
+"""The rendering shortcuts of ``VecEnv`` for cores with ``constant_reset_facts``: the
+reset text is rendered once at build time and finished envs take it, so a step renders
+only the stepped observation; and for texts that grow at the end (``TaskText.append``,
+Wordle) the state keeps the tokens and a step renders only the new row. They must
+change nothing: observations, ``final_observation`` and rewards are bit-identical to
+the two-render path that lays out every piece of both texts."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 
 import jaxlm_gym
 from pure_envs.maze import Maze
-from pure_envs.wordle import Wordle, pack
+from pure_envs.wordle import Wordle, WordleState, pack
 
 N = 8
 STEPS = 20
@@ -21,9 +23,9 @@ WORDS = ["slate", "crane", "pious", "mango", "tiger", "brick", "flame", "ghost"]
 
 
 def _rollouts(vec, actions):
-    """Reset, then a scan of ``STEPS`` steps taking ``actions[t]``: with the shortcut and
-    without it (``_reset_text`` is read when the step is traced), in one jitted program
-    (one compile instead of two)."""
+    """Reset, then a scan of ``STEPS`` steps taking ``actions[t]``: with the shortcuts and
+    without them (``_reset_text`` is read when the step is traced; without it there is
+    no appending either), in one jitted program (one compile instead of two)."""
     reset_text = vec._reset_text
 
     def rollout(key):
@@ -94,3 +96,40 @@ def test_flag_is_opt_in():
     assert Wordle.constant_reset_facts is True
     assert Maze.constant_reset_facts is False
     assert jaxlm_gym.make_vec("maze-fo", 2, obs_mode="tokens")._reset_text is None
+
+
+@pytest.mark.parametrize("obs_mode", ["tokens", "both"])
+def test_wordle_state_keeps_the_text(obs_mode):
+    """In the token modes Wordle's state is an ``AppendState``: the core's state and the
+    text it shows. Token actions (parsed in-graph) include invalid texts; ``jit(step)``
+    traces once over steps that append rows and steps that reset."""
+    import chex
+
+    from jaxlm_gym.vec_env import AppendState
+
+    vec = jaxlm_gym.make_vec("wordle", N, obs_mode=obs_mode, action_mode="tokens", word_list=WORDS)
+    texts = [" ".join(w) + "\n" for w in WORDS] + ["qzx\n", "", "Hello there", "a b c d e\n", "z"]
+    table = jnp.asarray(np.stack([vec.encode_action(t, 8) for t in texts]))
+    chex.clear_trace_counter()
+    step = jax.jit(chex.assert_max_traces(vec.step, n=1))
+    obs, state = jax.jit(vec.reset)(jax.random.PRNGKey(0))
+    assert isinstance(state, AppendState) and isinstance(vec.core_state(state), WordleState)
+    rng = np.random.default_rng(1)
+    saw_done = False
+    for t in range(14):
+        action = table[rng.integers(0, len(texts), N)]
+        obs, state, reward, terminated, truncated, info = step(jax.random.PRNGKey(t), state, action)
+        saw_done |= bool((terminated | truncated).any())
+        np.testing.assert_array_equal(state.tokens, obs["tokens"])
+        np.testing.assert_array_equal(state.length, obs["length"])
+        full = vec.text.render_batch(obs["facts"])  # every piece laid out anew
+        for name in ("tokens", "length", "mask"):
+            np.testing.assert_array_equal(obs[name], full[name])
+            np.testing.assert_array_equal(info["final_observation"][name],
+                                          vec.text.render_batch(info["final_observation"]["facts"])[name])
+    assert saw_done
+    assert int(vec.core_state(state).time.max()) <= 6
+    # Symbolic observations keep the core's state as it is.
+    sym = jaxlm_gym.make_vec("wordle", N, obs_mode="symbolic", action_mode="tokens", word_list=WORDS)
+    _, s = jax.jit(sym.reset)(jax.random.PRNGKey(0))
+    assert not isinstance(s, AppendState) and sym.core_state(s) is s

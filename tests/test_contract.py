@@ -190,7 +190,7 @@ def check_auto_reset_and_final_observation(case):
             pick = lambda x: np.asarray(x)[i]  # noqa: E731
             if done[i]:
                 saw_done = True
-                assert int(state.time[i]) == 0  # a fresh episode
+                assert int(vec.core_state(state).time[i]) == 0  # a fresh episode
             else:
                 chex.assert_trees_all_equal(jax.tree.map(pick, final), jax.tree.map(pick, obs))
     assert saw_done, "max_steps_in_episode=3 must end episodes within the rollout"
@@ -204,7 +204,8 @@ def check_auto_reset_and_final_observation(case):
 def test_single_compile(env_id):
     """``jit(step)`` called from a Python loop traces once (the scan in every case checks
     the same inside a program). State dtypes, weak types included, must not drift; the
-    state is the core's in every observation mode, so the symbolic mode checks it."""
+    symbolic mode checks the core's state (the token modes add the rendered text to
+    Wordle's, checked in test_constant_reset_render)."""
     vec = _make(env_id, "symbolic", "index")
     chex.clear_trace_counter()
     step = jax.jit(chex.assert_max_traces(vec.step, n=1))
@@ -260,21 +261,23 @@ def check_vmap_equals_loop_of_single_envs(case):
     def row(tree, i):
         return jax.tree.map(lambda x: x[i], tree)
 
+    core = vec.core_state  # Wordle's VecEnv state also holds its rendered tokens
+
     def tokens(obs, i):
         return row({k: obs[k] for k in ("tokens", "length", "mask")}, i)
 
     keys, text_keys = vec._split(jax.random.key(7))
     for i in range(N):
         o, s = reset_one(keys[i])
-        _assert_same(s, row(state0, i))
+        _assert_same(s, row(core(state0), i))
         chex.assert_trees_all_equal(render_one(o["facts"], text_keys, i), tokens(obs0, i))
     parsed = "action_index" if vec.discrete else "action"
     for t in range(rec["reward"].shape[0]):
         at = jax.tree.map(lambda x: x[t], {k: v for k, v in rec.items() if k != "key"})
         keys, text_keys = vec._split(case.raw[2]["key"][t])
         for i in range(N):
-            o, s, ri, tei, tri, _ = step_one(keys[i], row(at["prev_state"], i), row(at["info"][parsed], i))
-            _assert_same(s, row(at["state"], i))
+            o, s, ri, tei, tri, _ = step_one(keys[i], row(core(at["prev_state"]), i), row(at["info"][parsed], i))
+            _assert_same(s, row(core(at["state"]), i))
             _assert_same((ri, tei, tri), (at["reward"][i], at["terminated"][i], at["truncated"][i]))
             _assert_same(o["symbolic"], row(at["obs"]["symbolic"], i))
             chex.assert_trees_all_equal(render_one(o["facts"], text_keys, i), tokens(at["obs"], i))

@@ -122,7 +122,10 @@ class Driver:
         self.vec = jaxlm_gym.make_vec("wordle", 1, obs_mode="both", action_mode="tokens", **config)
         self._step = jax.jit(self.vec.step)
         self.obs, state = jax.jit(self.vec.reset)(jax.random.key(0))
-        self.state = state.replace(target=jnp.asarray([self.vec.env.answers.index(target)], jnp.int32))
+        # The state of a token-observing Wordle VecEnv is an AppendState: the core's state
+        # and the text rendered so far.
+        target = jnp.asarray([self.vec.env.answers.index(target)], jnp.int32)
+        self.state = state.replace(core=self.vec.core_state(state).replace(target=target))
         self.t = 0
 
     def step(self, text):

@@ -96,10 +96,37 @@ def wordle_text(env: wordle.Wordle) -> TaskText:
     word = [Slot("row_run", runs), Slot("row_first", firsts)] + [Slot(f"row_l{i}", rest) for i in range(1, 5)]
     row = Switch("row_kind", {wordle.VALID: Seq(*word, Slot("row_marks", marks)),
                               wordle.INVALID_LETTERS: Seq(*word)})
-    final = Slot("final_run", [""] + ["\n" * r for r in range(1, env.max_run + 1)])
+    finals = [""] + ["\n" * r for r in range(1, env.max_run + 1)]
+    final = Slot("final_run", finals)
     doc = Document(Block(Lit("Wordle:")), Block(row, repeat=env.num_tries), Block(final))
     actions = tuple(spaced(w) + "\n" for w in env.guesses)
-    return TaskText(doc, actions, parser=functools.partial(GuessParser, env))
+    return TaskText(doc, actions, parser=functools.partial(GuessParser, env),
+                    append=functools.partial(NewRow, env, Document(Block(row), Block(final)), finals))
+
+
+ROW_KEYS = ("row_kind", "row_run", "row_first", "row_l1", "row_l2", "row_l3", "row_l4", "row_marks")
+
+
+class NewRow:
+    """The ``TaskText.append`` of Wordle: every step writes the row of its try (nothing
+    for a try shown as an empty line) and a new final newline run; the rows before it
+    and their runs stay as they were. ``text`` is the document of that row and run alone
+    (a few pieces instead of the whole board's), ``tail_facts`` its facts, ``trailing``
+    the final run's tokens."""
+
+    def __init__(self, env: wordle.Wordle, document: Document, finals, tokenizer):
+        self.num_tries = env.num_tries
+        self.text = document.compile(tokenizer)
+        self._final_tokens = np.asarray([len(ids) for ids in tokenizer.encode_batch(list(finals))], np.int32)
+
+    def tail_facts(self, state: wordle.WordleState, facts) -> dict:
+        row = jnp.clip(state.time - 1, 0, self.num_tries - 1)[:, None]  # the try this step wrote
+        f = {k: jnp.take_along_axis(facts[k], row, axis=1)[:, 0] for k in ROW_KEYS}
+        f["final_run"] = facts["final_run"]
+        return f
+
+    def trailing(self, facts) -> jax.Array:
+        return jnp.asarray(self._final_tokens)[facts["final_run"]]
 
 
 class GuessParser:

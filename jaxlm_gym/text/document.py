@@ -251,6 +251,29 @@ class CompiledText:
         return jax.vmap(lambda g, o, t, n: _concat(g, o, flat, start, length, self.max_tokens, self.pad_id, spans,
                                                    (dyn, dyn_index, t, n)))(gid, on, ntok, nlen)
 
+    def render_after(self, facts: Mapping, tokens: jax.Array, keep: jax.Array) -> dict[str, jax.Array]:
+        """A batch of texts cut after ``keep`` tokens (int32[N]) and continued with this
+        document's text: ``{"tokens", "length", "mask"}`` in the buffer of ``tokens``
+        (int32[N, L]), for texts that grow at the end (``TaskText.append``). The caller
+        guarantees that the result fits in L.
+
+        The text is rendered in its own buffer and written at ``keep`` with one
+        ``dynamic_update_slice`` per env. A gather per position (``tail[pos - keep]``) or
+        a layout over absolute positions were slower (Wordle, 16,384 envs on 2 cores:
+        0.96e6 env-steps/s against 1.3e6): XLA fuses the tail's layout into the gather
+        and recomputes it for every position."""
+        tail = self.render_batch(facts)
+        width, size = tokens.shape[1], self.max_tokens
+        pos = jnp.arange(width, dtype=jnp.int32)[None, :]
+        keep = keep.astype(jnp.int32)
+        # Room for the whole tail buffer past the end: dynamic_update_slice would move a
+        # write that runs past the end back into the buffer.
+        base = jnp.pad(jnp.where(pos < keep[:, None], tokens, jnp.int32(self.pad_id)), ((0, 0), (0, size)),
+                       constant_values=self.pad_id)
+        out = jax.vmap(lambda b, t, k: jax.lax.dynamic_update_slice(b, t, (k,)))(base, tail["tokens"], keep)
+        length = keep + tail["length"]
+        return {"tokens": out[:, :width], "length": length, "mask": pos < length[:, None]}
+
     def _number_tokens(self, vals: jax.Array) -> tuple[jax.Array, jax.Array]:
         """int32[N, U, K] tokens and int32[N, U] lengths of the U distinct numbers of a batch."""
         n, k = vals.shape[0], self.num_tokens
