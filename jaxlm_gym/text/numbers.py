@@ -115,19 +115,22 @@ def _digits(v: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
 
 
 def _lay(parts: list[tuple[jax.Array, jax.Array]], width: int, fill: int) -> tuple[jax.Array, jax.Array]:
-    """Concatenate variable-length runs (values[T_i], length) into ``width`` slots."""
-    tmax = max(int(p.shape[-1]) for p, _ in parts)
-    vals = jnp.stack([jnp.pad(p, (0, tmax - p.shape[-1]), constant_values=fill) for p, _ in parts])
-    lens = jnp.stack([jnp.asarray(n, jnp.int32) for _, n in parts])
-    ends = jnp.cumsum(lens)
-    begins = ends - lens
-    pos = jnp.arange(width, dtype=jnp.int32)[:, None]
-    inside = (pos >= begins[None]) & (pos < ends[None])
-    seg = jnp.argmax(inside, axis=1)
-    off = jnp.clip(pos[:, 0] - begins[seg], 0, tmax - 1)
-    total = ends[-1]
-    out = jnp.where(pos[:, 0] < total, vals[seg, off], fill)
-    return out, total
+    """Concatenate variable-length runs (values[T_i], length) into ``width`` slots.
+
+    As ``document._source``: each slot reads from the last run that begins at or before
+    it (a chain of selects; an empty run is overridden by the next, which begins where it
+    does), out of the runs laid end to end in one flat array."""
+    flat = jnp.concatenate([jnp.asarray(p, jnp.int32).reshape(-1) for p, _ in parts])
+    pos = jnp.arange(width, dtype=jnp.int32)
+    src = jnp.zeros((width,), jnp.int32)
+    begin = jnp.int32(0)
+    base = 0
+    for p, n in parts:
+        src = jnp.where(pos >= begin, base - begin, src)
+        begin = begin + jnp.asarray(n, jnp.int32)
+        base += int(p.shape[-1])
+    src = jnp.clip(src + pos, 0, flat.shape[0] - 1)
+    return jnp.where(pos < begin, flat[src], fill), begin
 
 
 def chars(f: dict[str, jax.Array], decimals: int, prefix: str) -> tuple[jax.Array, jax.Array]:
