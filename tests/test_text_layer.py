@@ -199,3 +199,26 @@ def test_chunked_layout_equals_testing_every_piece(tok):
         compiled._reach = reach
     for k in ("tokens", "length", "mask"):
         np.testing.assert_array_equal(chunked[k], everywhere[k])
+
+
+def test_render_after_continues_a_text(tok):
+    """``render_after``: a text cut after ``keep`` tokens and continued with a document's
+    text (what ``TaskText.append`` does each step) equals the whole text rendered at once,
+    with numbers in the tail and tails of different lengths, some empty."""
+    from jaxlm_gym.text import Num
+
+    head = Switch("h", {0: Lit("Log:"), 1: Lit("A longer log header:")})
+    tail = Seq(Switch("kind", {0: Seq(Lit(" step"), Num("v", 1, " "), Lit(".")), 1: Lit(" none.")}))
+    whole = Document(Block(head), Block(tail)).compile(tok)
+    first = Document(Block(head)).compile(tok, max_tokens=whole.max_tokens)
+    rest = Document(Block(tail)).compile(tok)
+    n = 32
+    rng = np.random.default_rng(1)
+    facts = {"h": jnp.asarray(rng.integers(0, 2, n), jnp.int32), "kind": jnp.asarray(rng.integers(0, 3, n), jnp.int32),
+             "v": jnp.asarray(rng.uniform(-9, 99, n), jnp.float32)}
+    start = first.render_batch({"h": facts["h"]})
+    got = jax.jit(rest.render_after)({k: facts[k] for k in ("kind", "v")}, start["tokens"], start["length"])
+    want = whole.render_batch(facts)
+    for k in ("tokens", "length", "mask"):
+        np.testing.assert_array_equal(got[k], want[k])
+    assert len(set(np.asarray(want["length"] - start["length"]).tolist())) > 2  # tails of several lengths
