@@ -185,30 +185,25 @@ class VecEnv:
             return jax.tree.map(pick, obs_re, obs_st), jax.tree.map(pick, state_re, state_st)
 
         obs, state = jax.lax.cond(any_done, reset_done, lambda _: (obs_st, state_st), None)
-        if cache is not None:
-            # The text grows at the end: splice the new tail onto the kept tokens, and put
-            # the reset text (with its own kept length) in the rows of finished envs.
-            final = self._view(obs_st, text_keys, render=False)
-            tail = self._append.tail_facts(state_st, final["facts"])
-            final.update(self._append.text.render_after(tail, cache.tokens, cache.keep))
-            keep = final["length"] - self._append.trailing(final["facts"])
-            view = self._view(obs, text_keys, render=False)
-            for name, const in self._reset_text.items():
-                pick = done.reshape(done.shape + (1,) * const.ndim)
-                view[name] = jnp.where(pick, jnp.asarray(const), final[name])
-            keep = jnp.where(done, view["length"] - self._append.trailing(view["facts"]), keep)
-            state = AppendState(state, view["tokens"], view["length"], keep)
-        elif self._reset_text is None:
+        if self._reset_text is None:
             view = self._view(obs, text_keys)
             final = jax.lax.cond(any_done, lambda _: self._view(obs_st, text_keys), lambda _: view, None)
         else:
             # Every episode starts from the same text (rendered at build time): render only
             # the stepped observations and put the reset text in the rows of finished envs.
-            final = self._view(obs_st, text_keys)
+            if cache is None:
+                final = self._view(obs_st, text_keys)
+            else:  # the text grows at the end: splice the new tail onto the kept tokens
+                final = self._view(obs_st, text_keys, render=False)
+                tail = self._append.tail_facts(state_st, final["facts"])
+                final.update(self._append.text.render_after(tail, cache.tokens, cache.keep))
             view = self._view(obs, text_keys, render=False)
             for name, const in self._reset_text.items():
                 pick = done.reshape(done.shape + (1,) * const.ndim)
                 view[name] = jnp.where(pick, jnp.asarray(const), final[name])
+            if cache is not None:
+                keep = view["length"] - self._append.trailing(view["facts"])
+                state = AppendState(state, view["tokens"], view["length"], keep)
         info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": final}
         return view, state, reward, terminated, truncated, info
 
