@@ -367,10 +367,11 @@ ActFn = Callable[..., tuple[jax.Array, jax.Array]]
 
 
 def scan_env(vec_env, act_fn: ActFn, params, key, num_steps: int, *, history_len: int | None = None,
-             bos_id: int | None = None, env_params=None, carry=None):
+             bos_id: int | None = None, env_params=None, carry=None, record: Callable | None = None):
     """The rollout scan with a general actor ``act_fn(params, prompt, prompt_mask, key, obs, state)`` (it may
     read the env's state, e.g. an expert). Traceable; returns ``(Trajectory, carry)``. ``carry`` continues a
-    previous call's envs (default: a fresh reset)."""
+    previous call's envs (default: a fresh reset). ``record(info) -> {name: [N] array}``: more per-step facts
+    for ``Trajectory.info``, read from the step's whole ``info`` (e.g. from ``final_observation``)."""
     if vec_env.action_mode != "tokens":
         raise ValueError("rollouts write action text: make_vec(..., action_mode='tokens')")
     _prompt_width(vec_env, history_len, bos_id)
@@ -390,6 +391,8 @@ def scan_env(vec_env, act_fn: ActFn, params, key, num_steps: int, *, history_len
         extra = {k2: v for k2, v in info.items()
                  if k2 not in ("final_observation", "action_index", "action", "terminated", "truncated")
                  and hasattr(v, "shape") and v.shape == reward.shape}
+        if record is not None:
+            extra.update(record(info))
         rec = Trajectory(prompt_tokens=prompt, prompt_mask=pmask, action_tokens=act, action_mask=amask,
                          action=parsed, reward=reward.astype(jnp.float32), terminated=term, truncated=trunc,
                          done=done, info=extra)
