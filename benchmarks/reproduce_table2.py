@@ -1,18 +1,32 @@
-"""Reproduce LMRL-Gym's Table 2 (normalised scores) with the in-graph learners on maze.
+"""Reproduce LMRL-Gym's Table 2 (normalised scores) with the in-graph learners on maze and Wordle.
 
     python benchmarks/reproduce_table2.py --tasks maze-fo --out benchmarks/results/table2_maze_fo.json
+    python benchmarks/reproduce_table2.py --tasks wordle --algos bc filtered_bc mc ilql
 
 Algorithms: ``bc``, ``filtered_bc`` (the same data's successful episodes), ``mc`` and ``ilql`` (value model
 from the BC model, decoding ``pi_beta + beta * Q``), ``ppo`` and ``online_filtered_bc`` (online, from the BC
 model). BC is trained once per task and shared by the algorithms that start from it.
 
-Each run: in-graph dataset (BFS expert diluted at rate ``epsilon``; 0.98 gives the reference dataset's
-average return, about -83 = score 50) -> GPT-2 trained from scratch with jitted chunks -> the reference's
-evaluation, every one of the 25 maze starts. Two evaluations are reported: ``sampled`` is the reference's
-final protocol (``maze/bc/eval_bc.py``: sampling at temperature 1, 32 rollouts per start); ``greedy`` is one
-deterministic rollout per start. Also reported: the wall-clock of the run and env-steps/s while it ran (for
-offline BC the env is stepped by the in-graph data generation and by the evaluation rollouts, where the GPT-2
-policy generates every action).
+Each run: in-graph dataset (the task's expert diluted at rate ``epsilon``) -> GPT-2 trained from scratch
+with jitted chunks -> the reference's evaluation. Two evaluations are reported: ``sampled`` is the
+reference's final protocol (sampling at temperature 1, 32 rollouts per maze start, ``maze/bc/eval_bc.py``);
+``greedy`` is one deterministic rollout per start.
+
+- Maze: BFS expert; epsilon 0.98 gives the reference dataset's average return, about -83 = score 50;
+  evaluation from every one of the 25 starts.
+- Wordle: the greedy information-gain expert (``learners.datasets.wordle_expert``) on the benchmark's
+  431-word list (``--wordle-word-list``, default ``../shared/data/lmrl-gym/wordle_official_400.txt`` beside
+  the repository); epsilon 0.5 by default (our choice: the reference mixes random consistent words with
+  random words at a rate its scripts do not fix). Evaluation: ``32 x rollouts`` episodes from random hidden
+  words (sampled: 1,024; greedy: 256, ``GREEDY_ROLLOUTS``). Scores: the reference has no Wordle constants;
+  spec §12's natural bounds -6..0 with the training data's own mean return as the average (so the data
+  scores 50). 0 is out of reach (the undiluted expert averages about -1.9), so Wordle scores stay well below
+  100 and are not on the seed's scale. Filtered BC keeps the top 10 % of episodes by return (the
+  reference's ``create_percent_bc_data``). The online algorithms (``ppo``, ``online_filtered_bc``) are
+  maze-only.
+
+Also reported: the wall-clock of the run and env-steps/s while it ran (for offline BC the env is stepped by
+the in-graph data generation and by the evaluation rollouts, where the GPT-2 policy generates every action).
 
 Rows are written as JSON to ``--out``; the seed's scores are printed beside ours.
 """
@@ -21,13 +35,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import time
 
 import jax
 
 from learners.models import GPT2Config
+from learners.presets import get_preset
 from learners.rollout import make_token_policy, make_value_policy, stop_token_id
-from learners.train_bc import BCRunConfig, evaluate_maze, make_eval_env, train_bc
+from learners.train_bc import BCRunConfig, evaluate_policy, make_eval_env, train_bc
 from learners.train_online import OnlineRunConfig, train_online
 from learners.train_value import ValueRunConfig, train_value
 
@@ -40,10 +56,36 @@ SEED_TABLE2 = {
 }
 
 
-def _sampled(task: str, args, mcfg, vocab, max_new: int, bos_on: bool, params, value_heads=None, beta=None):
+#: Default dataset dilution per task (``--epsilon`` overrides).
+EPSILON = {"maze-fo": 0.98, "maze-po": 0.98, "wordle": 0.5}
+ONLINE_TASKS = ("maze-fo", "maze-po")
+#: ``eval_rollouts`` of the greedy evaluation (maze: 1 per start; Wordle: 8 x 32 = 256 random hidden words).
+GREEDY_ROLLOUTS = {"wordle": 8}
+#: The benchmark's Wordle list, read from the reference data beside the repository.
+WORDLE_WORDS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "lmrl-gym" / "wordle_official_400.txt"
+
+
+def _epsilon(task, args) -> float:
+    return args.epsilon if args.epsilon is not None else EPSILON[task]
+
+
+def _task_config(task, args) -> dict:
+    """``word_list`` for Wordle runs (the configs' field), nothing for maze."""
+    if task != "wordle":
+        return {}
+    path = pathlib.Path(args.wordle_word_list)
+    if not path.is_file():
+        raise SystemExit(f"Wordle word list not found: {path} (pass --wordle-word-list PATH to "
+                         f"wordle_official_400.txt, the benchmark's 431-word list)")
+    return {"word_list": str(path)}
+
+
+def _sampled(task: str, args, mcfg, vocab, max_new: int, bos_on: bool, params, value_heads=None, beta=None,
+             average=None):
     """The reference's final evaluation: sampling at temperature 1, ``rollouts`` episodes from every start.
-    Two seeds; returns (score, rerun score, mean return, success, env-steps/s of the rerun)."""
-    env = make_eval_env(task, args.rollouts)
+    Two seeds; returns (score, rerun score, mean return, success, env-steps/s of the rerun). ``average``: the
+    dataset average of tasks without reference constants (``learners.loop.score_average``)."""
+    env = make_eval_env(task, args.rollouts, **_task_config(task, args))
     bos = env.tokenizer.eos_id if bos_on else None
     common = dict(stop_token_id=stop_token_id(env), pad_token_id=env.pad_id, max_new_tokens=max_new, vocab=vocab,
                   greedy=False, temperature=1.0)
@@ -51,16 +93,18 @@ def _sampled(task: str, args, mcfg, vocab, max_new: int, bos_on: bool, params, v
         policy = make_token_policy(mcfg, **common)
     else:
         policy = make_value_policy(mcfg, beta=beta, heads=value_heads, **common)
-    a = evaluate_maze(env, policy, params, jax.random.PRNGKey(args.seed + 1), bos_id=bos)
-    b = evaluate_maze(env, policy, params, jax.random.PRNGKey(args.seed + 2), bos_id=bos)
+    a = evaluate_policy(env, policy, params, jax.random.PRNGKey(args.seed + 1), bos_id=bos, average=average)
+    b = evaluate_policy(env, policy, params, jax.random.PRNGKey(args.seed + 2), bos_id=bos, average=average)
     return {"score_sampled": a["score"], "score_sampled_rerun": b["score"], "return_sampled": a["mean_return"],
             "success_sampled": a["success"], "eval_env_steps_per_s_sampled": b["env_steps"] / b["wall_s"]}
 
 
 def _bc_cfg(task, args, **kw) -> BCRunConfig:
     return BCRunConfig(task=task, seed=args.seed, data_envs=args.data_envs, data_steps=args.data_steps,
-                       epsilon=args.epsilon, num_updates=args.num_updates, chunk=args.chunk, lr=args.lr,
-                       greedy=True, eval_rollouts=1, metrics_path=args.metrics, progress=not args.no_progress, **kw)
+                       epsilon=_epsilon(task, args), num_updates=args.num_updates, chunk=args.chunk, lr=args.lr,
+                       greedy=True, eval_rollouts=GREEDY_ROLLOUTS.get(task, 1), metrics_path=args.metrics,
+                       progress=not args.no_progress,
+                       **_task_config(task, args), **kw)
 
 
 def _row(task, algo, out, args, t0, **extra) -> dict:
@@ -71,17 +115,23 @@ def _row(task, algo, out, args, t0, **extra) -> dict:
 
 
 def run_bc(task: str, args, filtered: bool = False) -> dict:
-    """BC, or filtered BC (successful episodes of the same data) with ``filtered``."""
+    """BC, or filtered BC (the episodes of the same data the task's filtered-BC preset keeps: maze the
+    successful ones, Wordle the top 10 % by return) with ``filtered``."""
     t0 = time.perf_counter()
-    cfg = _bc_cfg(task, args, filter="last_reward" if filtered else None)
+    kw = {}
+    if filtered:
+        pre = get_preset("filtered_bc", task)
+        kw = dict(filter=pre.rule, filter_value=pre.last_reward_value, filter_fraction=pre.fraction)
+    cfg = _bc_cfg(task, args, **kw)
     out = train_bc(cfg)
     if not filtered:
         _BC_RUNS[task] = out
     sampled = _sampled(task, args, GPT2Config(**out["model"]), out["vocab"], out["config"]["max_new_tokens"] or 8,
-                       cfg.bos, out["params"])
+                       cfg.bos, out["params"], average=out["data"]["score_average"])
     return _row(task, "filtered_bc" if filtered else "bc", out, args, t0, **sampled,
                 data_mean_return=out["data"]["mean_return"], data_score=out["data"]["score"],
-                kept_fraction=out["data"].get("kept_fraction"), epsilon=args.epsilon,
+                score_average=out["data"]["score_average"],
+                kept_fraction=out["data"].get("kept_fraction"), epsilon=cfg.epsilon,
                 num_updates=args.num_updates, loss_last=out["loss_last_chunk"], updates_per_s=out["updates_per_s"],
                 data_env_steps_per_s=out["data"]["env_steps_per_s"],
                 train_env_steps_per_s=out["data"]["env_steps_per_s"],
@@ -99,15 +149,16 @@ def run_value(task: str, args, algo: str) -> dict:
     bc = _bc_for(task, args)
     t0 = time.perf_counter()
     cfg = ValueRunConfig(algo=algo, task=task, seed=args.seed, data_envs=args.data_envs, data_steps=args.data_steps,
-                         epsilon=args.epsilon, num_updates=args.value_updates, chunk=args.chunk,
+                         epsilon=_epsilon(task, args), num_updates=args.value_updates, chunk=args.chunk,
                          batch_size=args.value_batch, beta=args.beta, cql_weight=args.cql_weight,
-                         polyak_alpha=args.polyak_alpha, greedy=True,
+                         polyak_alpha=args.polyak_alpha, greedy=True, eval_rollouts=GREEDY_ROLLOUTS.get(task, 1),
                          metrics_path=args.metrics,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, **_task_config(task, args))
     out = train_value(cfg, bc=bc)
     heads = ("q1", "q2") if algo == "ilql" else ("q",)
     sampled = _sampled(task, args, GPT2Config(**out["model"]), out["vocab"], bc["config"]["max_new_tokens"] or 8,
-                       cfg.bos, out["policy_params"], value_heads=heads, beta=out["beta"])
+                       cfg.bos, out["policy_params"], value_heads=heads, beta=out["beta"],
+                       average=out["data"]["score_average"])
     return _row(task, algo, out, args, t0, **sampled, beta=out["beta"], num_updates=args.value_updates,
                 batch_size=out["batch_size"], bc_score_greedy=out["bc_score"], loss_last=out["loss_last_chunk"],
                 updates_per_s=out["updates_per_s"], train_env_steps_per_s=out["data"]["env_steps_per_s"],
@@ -118,7 +169,7 @@ def run_online(task: str, args, algo: str) -> dict:
     bc = _bc_for(task, args)
     t0 = time.perf_counter()
     cfg = OnlineRunConfig(algo=algo, task=task, seed=args.seed, data_envs=args.data_envs,
-                          data_steps=args.data_steps, epsilon=args.epsilon, rounds=args.rounds,
+                          data_steps=args.data_steps, epsilon=_epsilon(task, args), rounds=args.rounds,
                           lr=args.online_lr, metrics_path=args.metrics, progress=not args.no_progress)
     out = train_online(cfg, bc=bc)
     sampled = _sampled(task, args, GPT2Config(**out["model"]), out["vocab"], bc["config"]["max_new_tokens"] or 8,
@@ -141,10 +192,13 @@ ALGOS = {
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Reproduce LMRL-Gym Table 2 rows on maze.")
-    p.add_argument("--tasks", nargs="+", default=["maze-fo"])
+    p = argparse.ArgumentParser(description="Reproduce LMRL-Gym Table 2 rows on maze and Wordle.")
+    p.add_argument("--tasks", nargs="+", default=["maze-fo"], choices=list(EPSILON))
     p.add_argument("--algos", nargs="+", default=["bc", "filtered_bc", "mc", "ilql", "ppo"], choices=list(ALGOS))
-    p.add_argument("--epsilon", type=float, default=0.98)
+    p.add_argument("--epsilon", type=float, default=None,
+                   help=f"dataset dilution; default per task {EPSILON}")
+    p.add_argument("--wordle-word-list", default=str(WORDLE_WORDS),
+                   help="Wordle's word list (default: the benchmark's wordle_official_400.txt beside the repo)")
     p.add_argument("--data-envs", type=int, default=1024)
     p.add_argument("--data-steps", type=int, default=128)
     p.add_argument("--num-updates", type=int, default=1000)
@@ -165,6 +219,12 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    online = sorted({"ppo", "online_filtered_bc"} & set(args.algos))
+    offline_only = [t for t in args.tasks if t not in ONLINE_TASKS]
+    if online and offline_only:
+        p.error(f"{online} run on {ONLINE_TASKS} only, not on {offline_only}")
+    for task in args.tasks:
+        _task_config(task, args)  # a missing word list fails before any training
 
     rows = []
     for task in args.tasks:

@@ -1,5 +1,5 @@
 """Pieces every training driver shares: jitted chunks of updates, the host loop around them (progress bar,
-JSON-lines metrics, periodic evaluation, checkpoints) and the maze data recipe.
+JSON-lines metrics, periodic evaluation, checkpoints) and the in-graph data recipe.
 
 A driver's work is a sequence of *chunks*: one jitted call runs ``chunk`` updates as a ``lax.scan`` (offline
 learners draw their minibatches in-graph; online learners also roll the env out in the same program). Between
@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 import jaxlm_gym
-from learners.datasets import generate_dataset, maze_expert
+from learners.datasets import generate_dataset, task_expert
 from learners.rollout import VocabMap, first_episode_returns
 
 
@@ -169,21 +169,32 @@ def print_summary(out: dict, skip: Sequence[str] = ("params", "policy", "policy_
 
 
 # ----------------------------------------------------------------------------------------------------
-# The maze data recipe
+# The data recipe
 
 
-def maze_data(task: str, data_envs: int, data_steps: int, epsilon: float, key, bos: bool = True, sharding=None):
-    """The reference dataset recipe on ``task`` (BFS expert diluted at rate ``epsilon``), in-graph.
+def score_average(task: str, data_mean_return: float | None) -> float | None:
+    """The dataset average a ``task``'s scores are normalised with: None (the reference's constant) for tasks
+    that have one, else the training data's mean return (``jaxlm_gym.score.NATURAL_BOUNDS`` tasks: Wordle)."""
+    return None if task in jaxlm_gym.score.NORMALIZATION else data_mean_return
+
+
+def task_data(task: str, data_envs: int, data_steps: int, epsilon: float, key, bos: bool = True, sharding=None,
+              **config):
+    """The reference dataset recipe on ``task`` (the task's expert, ``learners.datasets.EXPERTS``: BFS for
+    maze, greedy information gain for Wordle, diluted at rate ``epsilon``), in-graph. ``config``: the task's
+    options for ``make_vec`` (e.g. Wordle's ``word_list``).
 
     Returns ``(data_env, traj, vocab, bos_id, stats)``: the tokens vec env, the ``Trajectory``
     ``[data_steps, data_envs]`` (env batch placed by ``sharding``, e.g. ``learners.parallel.env_sharding``),
     the env's compact ``VocabMap``, the BOS id (GPT-2's EOS, or None) and the data's statistics (mean return
-    of the first episodes and its normalised score, throughput).
+    of the first episodes, the average scores are normalised with (``score_average``) and the data's score,
+    throughput).
     """
-    data_env = jaxlm_gym.make_vec(task, data_envs, obs_mode="tokens", action_mode="tokens", sharding=sharding)
+    data_env = jaxlm_gym.make_vec(task, data_envs, obs_mode="tokens", action_mode="tokens", sharding=sharding,
+                                  **config)
+    expert = task_expert(data_env)  # before the vocab: a task without an expert fails here, fast
     bos_id = data_env.tokenizer.eos_id if bos else None
     vocab = VocabMap.for_env(data_env)
-    expert = maze_expert(data_env)
     t0 = time.perf_counter()
     traj = jax.block_until_ready(generate_dataset(data_env, expert, key, data_steps, epsilon, bos_id=bos_id))
     wall_compile = time.perf_counter() - t0
@@ -194,11 +205,13 @@ def maze_data(task: str, data_envs: int, data_steps: int, epsilon: float, key, b
     n_trans = data_steps * data_envs
     first_ret, first_done = jax.device_get(first_episode_returns(traj))
     mean = float(first_ret[first_done].mean()) if first_done.any() else None
+    average = score_average(task, mean)
+    score = None if mean is None else float(jaxlm_gym.score.normalize(task, mean, average))
     stats = {"transitions": n_trans, "episodes": int(np.asarray(traj.done).sum()),
              "mean_step_reward": float(np.asarray(traj.reward).mean()),
-             # the data's average return (each env's first episode, uniform starts) and its score
+             # the data's average return (each env's first episode) and its score
              "mean_return": mean, "first_episodes_finished": float(first_done.mean()),
-             "score": None if mean is None else float(jaxlm_gym.score.normalize(task, mean)),
+             "score_average": average, "score": score,
              "transitions_per_min": n_trans / run * 60, "env_steps_per_s": n_trans / run,
              "gen_wall_s_with_compile": wall_compile}
     return data_env, traj, vocab, bos_id, stats

@@ -1,12 +1,20 @@
 """BC end to end on a token env: in-graph dataset -> jitted BC training chunks -> in-graph evaluation.
 
     python -m learners.train_bc --num-updates 2000 --metrics runs/bc.jsonl
+    python -m learners.train_bc --task wordle --word-list PATH/wordle_official_400.txt --num-updates 2000
 
-1. **Data**: ``learners.datasets.generate_dataset`` runs the reference recipe (BFS expert diluted with
-   uniformly random actions at rate ``epsilon``) over ``data_envs`` envs for ``data_steps`` steps, in one
-   jitted scan, and ``learners.rollout.bc_batch`` lays the transitions out as ``[BOS] obs action`` rows in
-   the model's compact vocabulary (``VocabMap``). The reference's FO BC trains on (state -> action) pairs
-   with the prompt as ``bos_token + state`` (``maze/bc/fully_observed_bc.py``); ``bos=True`` does the same.
+Tasks: ``maze-fo``, ``maze-po`` and ``wordle`` (the tasks with a dataset expert, ``learners.datasets.EXPERTS``).
+
+1. **Data**: ``learners.datasets.generate_dataset`` runs the reference recipe (the task's expert: BFS for
+   maze, greedy information gain for Wordle, diluted with uniformly random actions at rate ``epsilon``) over
+   ``data_envs`` envs for ``data_steps`` steps, in one jitted scan, and ``learners.rollout.bc_batch`` lays the
+   transitions out as ``[BOS] obs action`` rows in the model's compact vocabulary (``VocabMap``). The
+   reference's FO BC trains on (state -> action) pairs with the prompt as ``bos_token + state``
+   (``maze/bc/fully_observed_bc.py``); ``bos=True`` does the same. Wordle's observation is the whole
+   ``ReformatWordleEnvironment`` history so far, so its rows are the per-action prefixes of the reference's
+   whole-sequence BC (``wordle/bc/train_bc_gpt2.py``: the loss on every action given the text before it).
+   ``word_list`` (Wordle): the word list file; the benchmark's is ``wordle_official_400.txt`` (431 words);
+   None takes the registry's default (the official 2,315 / 12,972 lists, where the expert is slow).
 2. **Model**: a Flax GPT-2 from ``learners.models`` trained from scratch (tiny by default).
 3. **Training**: ``learners.common.make_update(learners.bc.bc_loss_fn)`` with the reference optimiser
    (AdamW b1 0.9, b2 0.95) and the task's BC preset (lr, weight decay, batch size; each can be overridden);
@@ -15,12 +23,15 @@
    (``learners.checkpoints``) at each evaluation (with its score: ``best_step``) and every ``save_every``
    chunks; rerunning on the same directory resumes. ``data_parallel``: the env batch and the minibatch rows
    split over every device on one mesh axis, parameters replicated (``learners.parallel``).
-4. **Evaluation** (``evaluate_maze``): the reference's protocol, every one of the 25 maze starts
+4. **Evaluation** (``evaluate_policy``): maze: the reference's protocol, every one of the 25 maze starts
    (``GroupedEnv``: one group per start, fixed through ``MazeParams.start``), ``rollouts`` episodes each,
    one jitted ``rollout`` of ``max_steps + 1`` steps (the longest episode, Failure step included), the first
    episode of every env scored; the mean return is normalised with ``jaxlm_gym.score``. The reference's
    final evaluation samples at temperature 1 with 32 rollouts per start (``maze/bc/eval_bc.py``);
-   ``greedy=True`` gives the deterministic (one rollout per start) variant.
+   ``greedy=True`` gives the deterministic (one rollout per start) variant. Wordle has no starts (the hidden
+   word is drawn at reset): ``WORDLE_EVAL_BLOCK x rollouts`` episodes of ``max_steps`` steps (the reference's
+   ``text_env_eval`` runs 32 sampled rollouts); its score uses the natural bounds -6..0 with the training
+   data's mean return as the average (``jaxlm_gym.score``: the reference has no Wordle constants).
 
 **Filtered BC** (``filter=``): the same driver on the transitions of the episodes a rule keeps
 (``learners.datasets.filter_steps``): maze keeps the successful episodes (last reward 0, the goal), as the
@@ -50,11 +61,11 @@ from learners.loop import (
     MetricsLog,
     config_from_cli,
     make_train_chunk,
-    maze_data,
     open_checkpointer,
     print_summary,
     run_chunks,
     save_final,
+    task_data,
 )
 from learners.models import GPT2Config, init_params, make_apply_fn
 from learners.parallel import data_mesh, env_sharding, make_data_parallel_chunk, replicate, shard_rows
@@ -70,7 +81,9 @@ from learners.rollout import (
     stop_token_id,
 )
 
-TASKS = ("maze-fo", "maze-po")
+TASKS = ("maze-fo", "maze-po", "wordle")
+#: Wordle evaluation episodes per "rollout" (Wordle has no start cells to run rollouts from).
+WORDLE_EVAL_BLOCK = 32
 
 
 @dataclass(frozen=True)
@@ -113,10 +126,11 @@ class BCRunConfig:
     save_every: int | None = None
     # data-parallel over every device (learners.parallel): env batch and minibatch rows split on one axis
     data_parallel: bool = False
+    # Wordle: the word list file (None: the registry's default lists)
+    word_list: str | None = None
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        check_task(self)
         for name in ("data_envs", "data_steps", "num_updates", "chunk", "eval_rollouts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -128,13 +142,28 @@ class BCRunConfig:
             raise ValueError(f"num_updates ({self.num_updates}) must be a multiple of chunk ({self.chunk})")
 
 
+def check_task(cfg, tasks=TASKS) -> None:
+    """A run config's ``task`` is one of ``tasks`` and its ``word_list`` is set only for Wordle."""
+    if cfg.task not in tasks:
+        raise ValueError(f"task must be one of {tasks} (the tasks with a dataset expert), got {cfg.task!r}")
+    if getattr(cfg, "word_list", None) is not None and cfg.task != "wordle":
+        raise ValueError(f"word_list is a Wordle option; task is {cfg.task!r}")
+
+
+def task_config(cfg) -> dict:
+    """``make_vec`` options of a run config's task (Wordle: ``word_list``)."""
+    word_list = getattr(cfg, "word_list", None)
+    return {} if word_list is None else {"word_list": word_list}
+
+
 def bc_start_config(cfg, chunk: int = 100) -> BCRunConfig:
     """The BC run a later learner starts from: ``cfg``'s task, seed, data and model fields, ``cfg.bc_updates``
     updates in chunks of ``chunk`` (or one chunk when it does not divide them)."""
     return BCRunConfig(task=cfg.task, seed=cfg.seed, data_envs=cfg.data_envs, data_steps=cfg.data_steps,
                        epsilon=cfg.epsilon, bos=cfg.bos, n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                        num_updates=cfg.bc_updates, chunk=chunk if cfg.bc_updates % chunk == 0 else cfg.bc_updates,
-                       max_new_tokens=cfg.max_new_tokens, progress=cfg.progress)
+                       max_new_tokens=cfg.max_new_tokens, progress=cfg.progress,
+                       word_list=getattr(cfg, "word_list", None))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -147,24 +176,33 @@ def maze_starts(vec_env) -> list[tuple[int, int]]:
     return [tuple(int(v) for v in c) for c in vec_env.env.free_cells if tuple(int(v) for v in c) != goal]
 
 
-def make_eval_env(task: str, rollouts_per_start: int, **config) -> GroupedEnv:
-    """``GroupedEnv`` with one group of ``rollouts_per_start`` envs per maze start (starts fixed)."""
+def make_eval_env(task: str, rollouts_per_start: int, **config):
+    """The evaluation envs: maze: a ``GroupedEnv`` with one group of ``rollouts_per_start`` envs per start
+    (starts fixed); Wordle: ``WORDLE_EVAL_BLOCK * rollouts_per_start`` envs (hidden words drawn at reset)."""
+    if task == "wordle":
+        return jaxlm_gym.make_vec(task, WORDLE_EVAL_BLOCK * rollouts_per_start, obs_mode="tokens",
+                                  action_mode="tokens", **config)
     base = jaxlm_gym.make_vec(task, rollouts_per_start, obs_mode="tokens", action_mode="tokens", **config)
     return GroupedEnv(base, stack_params(base.params, start=maze_starts(base)))
 
 
-def evaluate_maze(eval_env: GroupedEnv, policy_fn, params, key, *, bos_id=None, history_len=None) -> dict:
-    """Every start x ``rollouts`` first-episode returns under ``policy_fn``; mean return and normalised score."""
-    steps = int(np.asarray(eval_env.inner.params.max_steps_in_episode)) + 1
+def evaluate_policy(eval_env, policy_fn, params, key, *, bos_id=None, history_len=None, average=None) -> dict:
+    """The first-episode returns of every env of ``eval_env`` (``make_eval_env``) under ``policy_fn``: mean
+    return (maze: the mean of the per-start means) and normalised score (``average``: the dataset average for
+    tasks without a reference constant, see ``learners.loop.score_average``)."""
+    grouped = isinstance(eval_env, GroupedEnv)
+    base = eval_env.inner if grouped else eval_env
+    # maze: the cap is checked before the action (L2), so the longest episode has one more step
+    steps = int(np.asarray(base.params.max_steps_in_episode)) + (1 if base.id.startswith("maze") else 0)
     t0 = time.perf_counter()
     traj = rollout(eval_env, policy_fn, params, key, steps, bos_id=bos_id, history_len=history_len)
     returns, finished = first_episode_returns(traj)
-    returns = np.asarray(jax.device_get(returns)).reshape(eval_env.groups, -1)
+    returns = np.asarray(jax.device_get(returns)).reshape(eval_env.groups if grouped else 1, -1)
     wall = time.perf_counter() - t0
     per_start = returns.mean(axis=1)
     valid = np.asarray(traj.info["valid_action"]) if "valid_action" in traj.info else None
     mean = float(per_start.mean())
-    return {"mean_return": mean, "score": float(jaxlm_gym.score.normalize(eval_env.id, mean)),
+    return {"mean_return": mean, "score": float(jaxlm_gym.score.normalize(base.id, mean, average)),
             "per_start_return": [float(x) for x in per_start], "finished": float(np.mean(finished)),
             "success": float(np.mean(jax.device_get(_first_success(traj)))),
             "valid_action_rate": None if valid is None else float(valid.mean()),
@@ -172,9 +210,11 @@ def evaluate_maze(eval_env: GroupedEnv, policy_fn, params, key, *, bos_id=None, 
 
 
 def _first_success(traj):
-    """bool[N]: the first episode ended on the goal (terminated, not truncated)."""
+    """bool[N]: the first episode ended on the goal (terminated, not truncated). Wordle ends terminated after
+    six tries too, so there it is read from ``info["solved"]``."""
     keep = first_episode_mask(traj.done)
-    return (traj.terminated & keep).any(axis=0)
+    won = traj.info["solved"] if "solved" in traj.info else traj.terminated
+    return (won & keep).any(axis=0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -194,9 +234,11 @@ def train_bc(cfg: BCRunConfig) -> dict:
 
     # ---- data
     mesh = data_mesh() if cfg.data_parallel else None
-    data_env, traj, vocab, bos, data_stats = maze_data(cfg.task, cfg.data_envs, cfg.data_steps, cfg.epsilon,
+    data_env, traj, vocab, bos, data_stats = task_data(cfg.task, cfg.data_envs, cfg.data_steps, cfg.epsilon,
                                                        k_data, cfg.bos,
-                                                       sharding=None if mesh is None else env_sharding(mesh))
+                                                       sharding=None if mesh is None else env_sharding(mesh),
+                                                       **task_config(cfg))
+    average = data_stats["score_average"]
     data = bc_batch(traj, vocab)
     if cfg.filter is not None:
         # filtered BC: only the transitions of the episodes the rule keeps (time-major rows, as bc_batch)
@@ -233,10 +275,11 @@ def train_bc(cfg: BCRunConfig) -> dict:
     stop = stop_token_id(data_env)
     policy = make_token_policy(mcfg, stop_token_id=stop, pad_token_id=data_env.pad_id, max_new_tokens=max_new,
                                vocab=vocab, greedy=cfg.greedy, temperature=cfg.temperature)
-    eval_env = make_eval_env(cfg.task, cfg.eval_rollouts)
+    eval_env = make_eval_env(cfg.task, cfg.eval_rollouts, **task_config(cfg))
 
     def eval_fn(st, c):
-        return evaluate_maze(eval_env, policy, st.params, jax.random.fold_in(k_eval, c), bos_id=bos)
+        return evaluate_policy(eval_env, policy, st.params, jax.random.fold_in(k_eval, c), bos_id=bos,
+                               average=average)
 
     # ---- train
     name = "BC" if cfg.filter is None else "filtered BC"
@@ -247,15 +290,15 @@ def train_bc(cfg: BCRunConfig) -> dict:
 
     # ---- final evaluation
     if cfg.evaluate:
-        ev = evaluate_maze(eval_env, policy, state.params, k_eval, bos_id=bos)
+        ev = evaluate_policy(eval_env, policy, state.params, k_eval, bos_id=bos, average=average)
         evals.append({"step": cfg.num_updates, **ev})
         log(event="eval", step=cfg.num_updates, **{k: v for k, v in ev.items() if k != "per_start_return"})
     else:  # training only (tests)
         ev = {"score": None, "mean_return": None, "success": None}
     best_step = save_final(ckpt, cfg.num_updates, state, ev, dataclasses.asdict(cfg))
     # steady-state eval throughput (the first call above compiled)
-    ev2 = evaluate_maze(eval_env, policy, state.params,
-                        jax.random.fold_in(k_eval, 10**6), bos_id=bos) if cfg.evaluate else None
+    ev2 = evaluate_policy(eval_env, policy, state.params, jax.random.fold_in(k_eval, 10**6), bos_id=bos,
+                          average=average) if cfg.evaluate else None
     updates_timed = cfg.num_updates - cfg.chunk
     summary = {
         "config": dataclasses.asdict(cfg), "lr": lr, "weight_decay": wd, "batch_size": batch_size,

@@ -1,5 +1,5 @@
-"""ILQL and MC returns end to end on a maze token env: in-graph dataset -> value model trained from the BC
-model -> evaluation with value-guided decoding.
+"""ILQL and MC returns end to end on a token env (maze, Wordle): in-graph dataset -> value model trained from
+the BC model -> evaluation with value-guided decoding.
 
     python -m learners.train_value --algo ilql --num-updates 2000
 
@@ -17,7 +17,8 @@ model -> evaluation with value-guided decoding.
    ``learners.common.make_update(learners.mc.mc_loss_fn)`` with the task's preset (overridable), ``chunk``
    updates per jitted scan; tqdm bar and JSON-lines metrics between chunks.
 4. **Evaluation.** ``learners.rollout.make_value_policy``: ``pi_beta_logits + beta * min(Q1, Q2)`` (MC:
-   ``+ beta * Q``) per generated token, every one of the 25 maze starts (``learners.train_bc.evaluate_maze``).
+   ``+ beta * Q``) per generated token, as BC's (``learners.train_bc.evaluate_policy``: the 25 maze starts, or
+   Wordle episodes).
 """
 
 from __future__ import annotations
@@ -38,18 +39,26 @@ from learners.loop import (
     MetricsLog,
     config_from_cli,
     make_train_chunk,
-    maze_data,
     open_checkpointer,
     print_summary,
     run_chunks,
     save_final,
+    task_data,
 )
 from learners.mc import mc_loss_fn, returns_to_go
 from learners.models import GPT2Config
 from learners.models.heads import ILQL_HEADS, MC_HEADS, init_value_model, make_value_apply_fn
 from learners.presets import get_preset
 from learners.rollout import Trajectory, VocabMap, bc_batch, make_value_policy, stop_token_id
-from learners.train_bc import TASKS, BCRunConfig, bc_start_config, evaluate_maze, make_eval_env, train_bc
+from learners.train_bc import (
+    BCRunConfig,
+    bc_start_config,
+    check_task,
+    evaluate_policy,
+    make_eval_env,
+    task_config,
+    train_bc,
+)
 
 ALGOS = ("ilql", "mc")
 
@@ -93,12 +102,13 @@ class ValueRunConfig:
     # orbax checkpoints at each evaluation (with its score) and every save_every chunks; resumes if present
     checkpoint_dir: str | None = None
     save_every: int | None = None
+    # Wordle: the word list file (None: the registry's default lists)
+    word_list: str | None = None
 
     def __post_init__(self):
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        check_task(self)
         for name in ("data_envs", "data_steps", "num_updates", "chunk", "eval_rollouts", "bc_updates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -184,8 +194,8 @@ def train_value(cfg: ValueRunConfig, bc: dict | None = None) -> dict:
         bc = train_bc(cfg.bc_config())
     else:
         bcc = bc["config"]
-        for f in ("task", "seed", "data_envs", "data_steps", "epsilon", "bos"):
-            if bcc[f] != getattr(cfg, f):
+        for f in ("task", "seed", "data_envs", "data_steps", "epsilon", "bos", "word_list"):
+            if bcc.get(f) != getattr(cfg, f):
                 raise ValueError(f"the BC run's {f}={bcc[f]!r} differs from this run's {getattr(cfg, f)!r}")
     mcfg = GPT2Config(**bc["model"])
     vocab = bc["vocab"]
@@ -196,8 +206,9 @@ def train_value(cfg: ValueRunConfig, bc: dict | None = None) -> dict:
     k_init, k_train, k_eval = jax.random.split(jax.random.fold_in(key, 7), 3)
 
     # ---- data: the BC run's transitions
-    data_env, traj, _vocab, bos, data_stats = maze_data(cfg.task, cfg.data_envs, cfg.data_steps, cfg.epsilon,
-                                                        k_data, cfg.bos)
+    data_env, traj, _vocab, bos, data_stats = task_data(cfg.task, cfg.data_envs, cfg.data_steps, cfg.epsilon,
+                                                        k_data, cfg.bos, **task_config(cfg))
+    average = data_stats["score_average"]
     data = value_batch(traj, vocab, cfg.algo, preset.gamma)
     del traj
     data_stats = {**data_stats, "rows": int(data["input_ids"].shape[0])}
@@ -219,13 +230,14 @@ def train_value(cfg: ValueRunConfig, bc: dict | None = None) -> dict:
     policy = make_value_policy(mcfg, beta=beta, stop_token_id=stop_token_id(data_env), pad_token_id=data_env.pad_id,
                                max_new_tokens=max_new, vocab=vocab, heads=heads[:-1] if cfg.algo == "ilql" else heads,
                                greedy=cfg.greedy, temperature=cfg.temperature)
-    eval_env = make_eval_env(cfg.task, cfg.eval_rollouts)
+    eval_env = make_eval_env(cfg.task, cfg.eval_rollouts, **task_config(cfg))
 
     def policy_params(st):
         return {"pi_beta": bc["params"], "value": st.params}
 
     def eval_fn(st, c):
-        return evaluate_maze(eval_env, policy, policy_params(st), jax.random.fold_in(k_eval, c), bos_id=bos)
+        return evaluate_policy(eval_env, policy, policy_params(st), jax.random.fold_in(k_eval, c), bos_id=bos,
+                               average=average)
 
     data = jax.device_put(data)
     ckpt = open_checkpointer(cfg.checkpoint_dir)
@@ -235,14 +247,14 @@ def train_value(cfg: ValueRunConfig, bc: dict | None = None) -> dict:
         eval_every=cfg.eval_every, checkpointer=ckpt, save_every=cfg.save_every, config=dataclasses.asdict(cfg))
 
     if cfg.evaluate:
-        ev = evaluate_maze(eval_env, policy, policy_params(state), k_eval, bos_id=bos)
+        ev = evaluate_policy(eval_env, policy, policy_params(state), k_eval, bos_id=bos, average=average)
         evals.append({"step": cfg.num_updates, **ev})
         log(event="eval", step=cfg.num_updates, **{k: v for k, v in ev.items() if k != "per_start_return"})
     else:  # training only (tests)
         ev = {"score": None, "mean_return": None, "success": None}
     best_step = save_final(ckpt, cfg.num_updates, state, ev, dataclasses.asdict(cfg))
-    ev2 = evaluate_maze(eval_env, policy, policy_params(state),
-                        jax.random.fold_in(k_eval, 10**6), bos_id=bos) if cfg.evaluate else None
+    ev2 = evaluate_policy(eval_env, policy, policy_params(state), jax.random.fold_in(k_eval, 10**6), bos_id=bos,
+                          average=average) if cfg.evaluate else None
     updates_timed = cfg.num_updates - cfg.chunk
     summary = {
         "config": dataclasses.asdict(cfg), "preset": dataclasses.asdict(preset), "batch_size": batch_size,
