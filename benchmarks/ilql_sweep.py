@@ -42,13 +42,16 @@ def main(argv=None):
     p.add_argument("--betas", type=float, nargs="+", default=[8.0, 16.0, 32.0])
     p.add_argument("--rollouts", type=int, default=32, help="sampled rollouts per start (reference: 32)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-layer", type=int, default=2, help="GPT-2 layers of the BC (and so the value) model")
+    p.add_argument("--n-embd", type=int, default=64, help="GPT-2 width")
+    p.add_argument("--n-head", type=int, default=2, help="GPT-2 attention heads")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     configs = json.loads(a.configs)
     args = types.SimpleNamespace(seed=a.seed, data_envs=1024, data_steps=128, epsilon=0.98, num_updates=a.bc_updates,
                                  chunk=100, lr=None, metrics=None, no_progress=True, rollouts=a.rollouts)
     t0 = time.perf_counter()
-    bc = train_bc(table2._bc_cfg(a.task, args))
+    bc = train_bc(table2._bc_cfg(a.task, args, n_layer=a.n_layer, n_embd=a.n_embd, n_head=a.n_head))
     print(f"BC: {time.perf_counter() - t0:.0f} s", flush=True)
     rows = []
     for c in configs:
@@ -59,7 +62,8 @@ def main(argv=None):
                              data_steps=args.data_steps, epsilon=args.epsilon, chunk=args.chunk, greedy=True,
                              progress=False, **c)
         out = train_value(cfg, bc=bc)
-        row = {"algo": algo, "task": a.task, "config": c, "train_s": time.perf_counter() - t1,
+        row = {"algo": algo, "task": a.task, "config": c, "bc_updates": a.bc_updates,
+               "model": {"n_layer": a.n_layer, "n_embd": a.n_embd, "n_head": a.n_head}, "train_s": time.perf_counter() - t1,
                "score_greedy": out["score"], "loss_last": out["loss_last_chunk"], "sampled": {}}
         for beta in a.betas:
             s = table2._sampled(a.task, args, GPT2Config(**out["model"]), out["vocab"],
