@@ -63,7 +63,8 @@ def main(argv=None):
                              progress=False, **c)
         out = train_value(cfg, bc=bc)
         row = {"algo": algo, "task": a.task, "config": c, "bc_updates": a.bc_updates,
-               "model": {"n_layer": a.n_layer, "n_embd": a.n_embd, "n_head": a.n_head}, "train_s": time.perf_counter() - t1,
+               "model": {"n_layer": a.n_layer, "n_embd": a.n_embd, "n_head": a.n_head},
+               "train_s": time.perf_counter() - t1,
                "score_greedy": out["score"], "loss_last": out["loss_last_chunk"], "sampled": {}}
         for beta in a.betas:
             s = table2._sampled(a.task, args, GPT2Config(**out["model"]), out["vocab"],
