@@ -1,7 +1,8 @@
-"""Reproduce LMRL-Gym's Table 2 (normalised scores) with the in-graph learners on maze and Wordle.
+"""Reproduce LMRL-Gym's Table 2 (normalised scores) with the in-graph learners on maze, Wordle and Text-Nav.
 
     python benchmarks/reproduce_table2.py --tasks maze-fo --out benchmarks/results/table2_maze_fo.json
     python benchmarks/reproduce_table2.py --tasks wordle --algos bc filtered_bc mc ilql
+    python benchmarks/reproduce_table2.py --tasks text-nav-fo text-nav-po --algos bc filtered_bc mc ilql
 
 Algorithms: ``bc``, ``filtered_bc`` (the same data's successful episodes), ``mc`` and ``ilql`` (value model
 from the BC model, decoding ``pi_beta + beta * Q``), ``ppo`` and ``online_filtered_bc`` (online, from the BC
@@ -22,8 +23,16 @@ reference's final protocol (sampling at temperature 1, 32 rollouts per maze star
   spec §12's natural bounds -6..0 with the training data's own mean return as the average (so the data
   scores 50). 0 is out of reach (the undiluted expert averages about -1.9), so Wordle scores stay well below
   100 and are not on the seed's scale. Filtered BC keeps the top 10 % of episodes by return (the
-  reference's ``create_percent_bc_data``). The online algorithms (``ppo``, ``online_filtered_bc``) are
-  maze-only.
+  reference's ``create_percent_bc_data``).
+- Text-Nav (FO, PO): the shortest-completion expert (``learners.datasets.text_nav_expert``, the reference's
+  walkthrough from any state); epsilon 0.5 by default (our choice; the reference's 200-episode
+  "partial-walkthrough" collector fixes no rate): each step a uniformly random one of the 67 commands with
+  probability 0.5, which leaves about 55 % of the data's episodes won within the 15-step cap. Evaluation as
+  Wordle's, from random start rooms (sampled: 1,024 episodes; greedy: 256), success = won. Scores: no
+  reference constants; spec §12's natural bounds 0..1 with the data's mean return (its success rate) as the
+  average, so the data scores 50 and a policy that always wins scores 100 (the undiluted expert does).
+  Filtered BC keeps the won episodes (our preset: the reference has no Text-Nav filtered file).
+- The online algorithms (``ppo``, ``online_filtered_bc``) are maze-only.
 
 Also reported: the wall-clock of the run and env-steps/s while it ran (for offline BC the env is stepped by
 the in-graph data generation and by the evaluation rollouts, where the GPT-2 policy generates every action).
@@ -57,10 +66,11 @@ SEED_TABLE2 = {
 
 
 #: Default dataset dilution per task (``--epsilon`` overrides).
-EPSILON = {"maze-fo": 0.98, "maze-po": 0.98, "wordle": 0.5}
+EPSILON = {"maze-fo": 0.98, "maze-po": 0.98, "wordle": 0.5, "text-nav-fo": 0.5, "text-nav-po": 0.5}
 ONLINE_TASKS = ("maze-fo", "maze-po")
-#: ``eval_rollouts`` of the greedy evaluation (maze: 1 per start; Wordle: 8 x 32 = 256 random hidden words).
-GREEDY_ROLLOUTS = {"wordle": 8}
+#: ``eval_rollouts`` of the greedy evaluation (maze: 1 per start; Wordle: 8 x 32 = 256 random hidden words;
+#: Text-Nav: 256 random start rooms).
+GREEDY_ROLLOUTS = {"wordle": 8, "text-nav-fo": 8, "text-nav-po": 8}
 #: The benchmark's Wordle list, read from the reference data beside the repository.
 WORDLE_WORDS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "lmrl-gym" / "wordle_official_400.txt"
 
@@ -116,7 +126,7 @@ def _row(task, algo, out, args, t0, **extra) -> dict:
 
 def run_bc(task: str, args, filtered: bool = False) -> dict:
     """BC, or filtered BC (the episodes of the same data the task's filtered-BC preset keeps: maze the
-    successful ones, Wordle the top 10 % by return) with ``filtered``."""
+    successful ones, Wordle the top 10 % by return, Text-Nav the won ones) with ``filtered``."""
     t0 = time.perf_counter()
     kw = {}
     if filtered:
@@ -192,7 +202,7 @@ ALGOS = {
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Reproduce LMRL-Gym Table 2 rows on maze and Wordle.")
+    p = argparse.ArgumentParser(description="Reproduce LMRL-Gym Table 2 rows on maze, Wordle and Text-Nav.")
     p.add_argument("--tasks", nargs="+", default=["maze-fo"], choices=list(EPSILON))
     p.add_argument("--algos", nargs="+", default=["bc", "filtered_bc", "mc", "ilql", "ppo"], choices=list(ALGOS))
     p.add_argument("--epsilon", type=float, default=None,

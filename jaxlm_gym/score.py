@@ -9,6 +9,11 @@ tries, and 0, solved at once) and leaves the dataset average to the data: caller
 the mean return of the dataset the learners trained on as ``average`` (so that data
 scores 50). Note that 0 is out of reach (the greedy information-gain expert averages
 about -1.9 on the 431-word benchmark list), so no Wordle policy scores 100.
+
+Text-Nav (FO and PO) is handled the same way: natural bounds 0 (the quest not done) and
+1 (won; the return is the win flag, spec §3 and §12) with the training data's mean return
+(its success rate) as the average. There 100 is reachable: the shortest-completion expert
+wins every episode within the 15-step cap.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ NORMALIZATION = {
 #: task -> (min, max) for tasks without reference constants (spec §12); the average is the data's.
 NATURAL_BOUNDS = {
     "wordle": (-6.0, 0.0),
+    "text-nav-fo": (0.0, 1.0),
+    "text-nav-po": (0.0, 1.0),
 }
 
 

@@ -8,7 +8,8 @@ expert's action, or with probability ``epsilon`` a uniformly random action, writ
 would have read and written: a ``Trajectory`` with prompt tokens/masks, action tokens/masks, rewards and
 dones. Experts (``EXPERTS``, by task): ``maze_expert`` is the BFS-optimal maze policy
 (``Maze.optimal_action``); ``wordle_expert`` is the greedy information-gain Wordle policy (the reference's
-``OptimalPolicy``, spec §4), see its docstring.
+``OptimalPolicy``, spec §4), see its docstring; ``text_nav_expert`` plays a shortest completion of the
+Text-Nav quest (the reference's walkthrough generalised to every state, spec §3).
 
 **Reference files** (spec §10; loaders in ``llm_rl_scripts/maze/{bc,ilql}`` and ``llm_rl_scripts/wordle``):
 
@@ -47,6 +48,7 @@ import numpy as np
 from jaxlm_gym.tasks.wordle import MARK_CHARS as WORDLE_MARKS
 from learners.bc import FILTER_RULES
 from learners.rollout import Trajectory, _prompt_width, scan_env
+from pure_envs import text_nav as text_nav_core
 from pure_envs import wordle as wordle_core
 
 # expert(state) -> int32[N] action indices
@@ -187,8 +189,34 @@ def wordle_expert(vec_env) -> Expert:
     return expert
 
 
+# ----------------------------------------------------------------------------------------------------
+# Text-Nav: a shortest completion of the quest
+
+
+@functools.lru_cache(maxsize=32)
+def text_nav_expert(vec_env) -> Expert:
+    """A shortest-completion Text-Nav policy on the (batched) ``TextNavState``: ``expert(state) -> int32[N]``
+    command indices (``text_nav.COMMANDS``, the core's actions), FO and PO alike (the state is the same).
+
+    From any state it plays the next command of a shortest way to the win quest (stale food in the fridge,
+    fridge closed): go to where the stale food is (the living-room table at reset, or wherever a diluted
+    action left it: a floor, a table, the chest, the inventory, the open fridge), take it (opening the chest
+    first if it is in there), go to the kitchen, open the fridge, insert it, close the fridge. From a reset
+    that is the reference's walkthrough (spec §3), of the same length. The lookup is the core's
+    ``optimal_action``: a table over (room, stale food's location, chest open, fridge open), built on the
+    host by a backward shortest-path search over those states with the core's own rules (the other objects
+    never enable or block a command the quest needs, so that is a shortest path of the whole game); among
+    equally short completions the lowest command index (sorted = display order) wins. Cached per ``vec_env``
+    (a static argument of ``generate_dataset``)."""
+    env = vec_env.env
+    if not isinstance(env, text_nav_core.TextNav):
+        raise ValueError(f"{vec_env.id} is not a Text-Nav env; text_nav_expert needs one")
+    return lambda state: jax.vmap(env.optimal_action)(state).astype(jnp.int32)
+
+
 #: The tasks with an expert for ``generate_dataset`` (registry id -> expert factory).
-EXPERTS = {"maze-fo": maze_expert, "maze-po": maze_expert, "wordle": wordle_expert}
+EXPERTS = {"maze-fo": maze_expert, "maze-po": maze_expert, "wordle": wordle_expert,
+           "text-nav-fo": text_nav_expert, "text-nav-po": text_nav_expert}
 
 
 def task_expert(vec_env) -> Expert:

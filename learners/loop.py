@@ -174,15 +174,15 @@ def print_summary(out: dict, skip: Sequence[str] = ("params", "policy", "policy_
 
 def score_average(task: str, data_mean_return: float | None) -> float | None:
     """The dataset average a ``task``'s scores are normalised with: None (the reference's constant) for tasks
-    that have one, else the training data's mean return (``jaxlm_gym.score.NATURAL_BOUNDS`` tasks: Wordle)."""
+    that have one, else the training data's mean return (``jaxlm_gym.score.NATURAL_BOUNDS`` tasks: Wordle, Text-Nav)."""
     return None if task in jaxlm_gym.score.NORMALIZATION else data_mean_return
 
 
 def task_data(task: str, data_envs: int, data_steps: int, epsilon: float, key, bos: bool = True, sharding=None,
               **config):
     """The reference dataset recipe on ``task`` (the task's expert, ``learners.datasets.EXPERTS``: BFS for
-    maze, greedy information gain for Wordle, diluted at rate ``epsilon``), in-graph. ``config``: the task's
-    options for ``make_vec`` (e.g. Wordle's ``word_list``).
+    maze, greedy information gain for Wordle, a shortest completion of the quest for Text-Nav, diluted at
+    rate ``epsilon``), in-graph. ``config``: the task's options for ``make_vec`` (e.g. Wordle's ``word_list``).
 
     Returns ``(data_env, traj, vocab, bos_id, stats)``: the tokens vec env, the ``Trajectory``
     ``[data_steps, data_envs]`` (env batch placed by ``sharding``, e.g. ``learners.parallel.env_sharding``),

@@ -179,6 +179,8 @@ FILTERED_BC = {
     "maze-fo": FilteredBCConfig(bc=BC["maze-fo"], rule="last_reward", last_reward_value=0.0),  # goal = reward 0
     "maze-po": FilteredBCConfig(bc=BC["maze-po"], rule="last_reward", last_reward_value=0.0),
     "endgames": FilteredBCConfig(bc=BC["endgames"], rule="last_reward", last_reward_value=1.0),  # checkmate = +1
+    # spec silent (no Text-Nav filtered file): the won episodes (last reward 1), as maze keeps its successes
+    "text-nav": FilteredBCConfig(bc=BC["text-nav"], rule="last_reward", last_reward_value=1.0),
 }
 
 

@@ -2,11 +2,14 @@
 
     python -m learners.train_bc --num-updates 2000 --metrics runs/bc.jsonl
     python -m learners.train_bc --task wordle --word-list PATH/wordle_official_400.txt --num-updates 2000
+    python -m learners.train_bc --task text-nav-fo --num-updates 2000
 
-Tasks: ``maze-fo``, ``maze-po`` and ``wordle`` (the tasks with a dataset expert, ``learners.datasets.EXPERTS``).
+Tasks: ``maze-fo``, ``maze-po``, ``wordle``, ``text-nav-fo`` and ``text-nav-po`` (the tasks with a dataset
+expert, ``learners.datasets.EXPERTS``).
 
 1. **Data**: ``learners.datasets.generate_dataset`` runs the reference recipe (the task's expert: BFS for
-   maze, greedy information gain for Wordle, diluted with uniformly random actions at rate ``epsilon``) over
+   maze, greedy information gain for Wordle, a shortest completion of the quest for Text-Nav, diluted with
+   uniformly random actions (of all the task's actions, admissible or not) at rate ``epsilon``) over
    ``data_envs`` envs for ``data_steps`` steps, in one jitted scan, and ``learners.rollout.bc_batch`` lays the
    transitions out as ``[BOS] obs action`` rows in the model's compact vocabulary (``VocabMap``). The
    reference's FO BC trains on (state -> action) pairs with the prompt as ``bos_token + state``
@@ -29,14 +32,20 @@ Tasks: ``maze-fo``, ``maze-po`` and ``wordle`` (the tasks with a dataset expert,
    episode of every env scored; the mean return is normalised with ``jaxlm_gym.score``. The reference's
    final evaluation samples at temperature 1 with 32 rollouts per start (``maze/bc/eval_bc.py``);
    ``greedy=True`` gives the deterministic (one rollout per start) variant. Wordle has no starts (the hidden
-   word is drawn at reset): ``WORDLE_EVAL_BLOCK x rollouts`` episodes of ``max_steps`` steps (the reference's
+   word is drawn at reset): ``EVAL_BLOCK x rollouts`` episodes of ``max_steps`` steps (the reference's
    ``text_env_eval`` runs 32 sampled rollouts); its score uses the natural bounds -6..0 with the training
    data's mean return as the average (``jaxlm_gym.score``: the reference has no Wordle constants).
+   Text-Nav likewise: ``EVAL_BLOCK x rollouts`` episodes from random resets (uniform start room), 15 steps
+   (the reference collector's cap, the env's ``max_steps_in_episode``), success from ``info["success"]``
+   (won, not lost by eating the stale food), scores on the natural bounds 0..1 with the data's mean return
+   (its success rate) as the average.
 
 **Filtered BC** (``filter=``): the same driver on the transitions of the episodes a rule keeps
 (``learners.datasets.filter_steps``): maze keeps the successful episodes (last reward 0, the goal), as the
 reference's ``*_filtered_*.jsonl`` files; ``top_fraction`` keeps the best ``filter_fraction`` by return
-(Wordle). Unfinished episodes at the end of the data window are never kept.
+(Wordle); Text-Nav keeps the won episodes (``filter_value=1``: last reward 1, the win; the reference has no
+Text-Nav filtered file, so this is our reading). Unfinished episodes at the end of the data window are never
+kept.
 
 Deviations: the reference's evaluation policy (``GPT2PPOPolicy``) does not prepend the BOS it trained with;
 here training and evaluation use the same prompt (``bos`` applies to both). Minibatches are sampled with
@@ -81,9 +90,11 @@ from learners.rollout import (
     stop_token_id,
 )
 
-TASKS = ("maze-fo", "maze-po", "wordle")
-#: Wordle evaluation episodes per "rollout" (Wordle has no start cells to run rollouts from).
-WORDLE_EVAL_BLOCK = 32
+TASKS = ("maze-fo", "maze-po", "wordle", "text-nav-fo", "text-nav-po")
+#: Tasks evaluated on episodes from random resets (no fixed start cells as maze's).
+RANDOM_RESET_TASKS = ("wordle", "text-nav-fo", "text-nav-po")
+#: Evaluation episodes per "rollout" of the ``RANDOM_RESET_TASKS``.
+EVAL_BLOCK = 32
 
 
 @dataclass(frozen=True)
@@ -178,9 +189,10 @@ def maze_starts(vec_env) -> list[tuple[int, int]]:
 
 def make_eval_env(task: str, rollouts_per_start: int, **config):
     """The evaluation envs: maze: a ``GroupedEnv`` with one group of ``rollouts_per_start`` envs per start
-    (starts fixed); Wordle: ``WORDLE_EVAL_BLOCK * rollouts_per_start`` envs (hidden words drawn at reset)."""
-    if task == "wordle":
-        return jaxlm_gym.make_vec(task, WORDLE_EVAL_BLOCK * rollouts_per_start, obs_mode="tokens",
+    (starts fixed); Wordle and Text-Nav (``RANDOM_RESET_TASKS``): ``EVAL_BLOCK * rollouts_per_start`` envs
+    (hidden word or start room drawn at reset)."""
+    if task in RANDOM_RESET_TASKS:
+        return jaxlm_gym.make_vec(task, EVAL_BLOCK * rollouts_per_start, obs_mode="tokens",
                                   action_mode="tokens", **config)
     base = jaxlm_gym.make_vec(task, rollouts_per_start, obs_mode="tokens", action_mode="tokens", **config)
     return GroupedEnv(base, stack_params(base.params, start=maze_starts(base)))
@@ -211,9 +223,10 @@ def evaluate_policy(eval_env, policy_fn, params, key, *, bos_id=None, history_le
 
 def _first_success(traj):
     """bool[N]: the first episode ended on the goal (terminated, not truncated). Wordle ends terminated after
-    six tries too, so there it is read from ``info["solved"]``."""
+    six tries too, so there it is read from ``info["solved"]``; Text-Nav also ends terminated when the stale
+    food is eaten, so there from ``info["success"]``."""
     keep = first_episode_mask(traj.done)
-    won = traj.info["solved"] if "solved" in traj.info else traj.terminated
+    won = next((traj.info[k] for k in ("solved", "success") if k in traj.info), traj.terminated)
     return (won & keep).any(axis=0)
 
 

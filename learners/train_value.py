@@ -1,7 +1,8 @@
-"""ILQL and MC returns end to end on a token env (maze, Wordle): in-graph dataset -> value model trained from
-the BC model -> evaluation with value-guided decoding.
+"""ILQL and MC returns end to end on a token env (maze, Wordle, Text-Nav): in-graph dataset -> value model
+trained from the BC model -> evaluation with value-guided decoding.
 
     python -m learners.train_value --algo ilql --num-updates 2000
+    python -m learners.train_value --algo mc --task text-nav-fo --epsilon 0.5
 
 1. **BC first.** As the reference, the value model's GPT-2 base starts from the BC model, and the frozen BC
    model is ``pi_beta`` at decoding time. ``train_value(cfg, bc=...)`` takes a finished ``train_bc`` run
@@ -18,7 +19,7 @@ the BC model -> evaluation with value-guided decoding.
    updates per jitted scan; tqdm bar and JSON-lines metrics between chunks.
 4. **Evaluation.** ``learners.rollout.make_value_policy``: ``pi_beta_logits + beta * min(Q1, Q2)`` (MC:
    ``+ beta * Q``) per generated token, as BC's (``learners.train_bc.evaluate_policy``: the 25 maze starts, or
-   Wordle episodes).
+   Wordle / Text-Nav episodes from random resets).
 """
 
 from __future__ import annotations

@@ -165,6 +165,8 @@ class TextNav(TextEnv):
       the same sequence here: the score only changes on the terminating step).
     Termination: terminated on winning or on eating the stale food; truncated after
       ``max_steps_in_episode`` steps (never on a terminating step).
+    Info: ``valid_action`` bool (the command was admissible), ``admissible`` bool[67] (after
+      the step), ``success`` bool (this step won: terminated by the win quest, not the loss).
     State: ``TextNavState``.
     """
 
@@ -260,7 +262,7 @@ class TextNav(TextEnv):
                             status=status, lead=lead, show_room=ok & (kind == GO))
         reward = jnp.where(won, params.reward_win, jnp.where(lost, params.reward_lose, 0.0)).astype(jnp.float32)
         obs = self.observe(key, new, a, params)
-        info = {"valid_action": ok, "admissible": obs["symbolic"]["admissible"].astype(bool)}
+        info = {"valid_action": ok, "admissible": obs["symbolic"]["admissible"].astype(bool), "success": won}
         return obs, new, reward, won | lost, info
 
     def observe(self, key, state: TextNavState, action, params) -> dict:

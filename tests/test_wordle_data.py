@@ -200,7 +200,7 @@ def test_bc_runs_on_wordle_end_to_end():
     from learners.train_bc import BCRunConfig, train_bc
 
     with pytest.raises(ValueError, match="dataset expert"):
-        BCRunConfig(task="text-nav-fo")
+        BCRunConfig(task="chess")
     with pytest.raises(ValueError, match="Wordle option"):
         BCRunConfig(task="maze-fo", word_list=str(BENCH))
     tiny = dict(task="wordle", word_list=str(BENCH), data_envs=16, data_steps=12, epsilon=0.5, n_layer=1, n_head=2,
