@@ -1,4 +1,4 @@
-"""ILQL (or MC returns) on maze: several training settings from one BC model, each scored at several decoding betas.
+"""ILQL (or MC returns): several training settings from one BC model, each scored at several decoding betas.
 
     python benchmarks/ilql_sweep.py --out benchmarks/results/ilql_sweep_maze_fo.json \
         --configs '[{"num_updates": 4000, "batch_size": 64, "cql_weight": 1.0, "polyak_alpha": 0.02}]' \
@@ -8,7 +8,9 @@ The BC model, the dataset and the evaluation are ``reproduce_table2.py``'s (its 
 steps of the BFS expert diluted at 0.98, a 2-layer 64-wide GPT-2, 1,000 BC updates; sampling at temperature 1,
 32 rollouts from each of the 25 starts, two seeds). ``--configs`` is a JSON list of ``ValueRunConfig`` fields
 (``num_updates``, ``batch_size``, ``cql_weight``, ``polyak_alpha``, ``lr``, ``tau``, ...; ``"algo": "mc"`` trains
-MC returns instead of ILQL and decodes with its one Q head). ``--task maze-po`` runs the partially observed maze.
+MC returns instead of ILQL and decodes with its one Q head). ``--task`` takes every task of ``reproduce_table2``
+(maze-po, wordle, text-nav-fo/po: their data, evaluation and score average as there); ``--n-layer``/``--n-embd``/
+``--n-head`` size the BC model, which the value model copies.
 The reference decodes
 with beta 8 while training and 16 in its evaluation script (``maze/ilql/eval_ilql.py``); the decoding
 ``pi_beta + beta * min(Q1, Q2)`` needs no retraining to change beta, so each model is scored at every beta.
@@ -35,9 +37,11 @@ from learners.train_value import ValueRunConfig, train_value  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="ILQL / MC settings x decoding betas on maze, from one BC model.")
-    p.add_argument("--task", default="maze-fo", choices=["maze-fo", "maze-po"])
+    p = argparse.ArgumentParser(description="ILQL / MC settings x decoding betas from one BC model.")
+    p.add_argument("--task", default="maze-fo", choices=list(table2.EPSILON))
     p.add_argument("--bc-updates", type=int, default=1000)
+    p.add_argument("--epsilon", type=float, default=None, help=f"dataset dilution; default per task {table2.EPSILON}")
+    p.add_argument("--wordle-word-list", default=str(table2.WORDLE_WORDS), help="Wordle's word list")
     p.add_argument("--configs", required=True, help="JSON list of ValueRunConfig fields, one object per setting")
     p.add_argument("--betas", type=float, nargs="+", default=[8.0, 16.0, 32.0])
     p.add_argument("--rollouts", type=int, default=32, help="sampled rollouts per start (reference: 32)")
@@ -48,19 +52,24 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     configs = json.loads(a.configs)
-    args = types.SimpleNamespace(seed=a.seed, data_envs=1024, data_steps=128, epsilon=0.98, num_updates=a.bc_updates,
-                                 chunk=100, lr=None, metrics=None, no_progress=True, rollouts=a.rollouts)
+    args = types.SimpleNamespace(seed=a.seed, data_envs=1024, data_steps=128, epsilon=a.epsilon,
+                                 num_updates=a.bc_updates, chunk=100, lr=None, metrics=None, no_progress=True,
+                                 rollouts=a.rollouts,
+                                 wordle_word_list=a.wordle_word_list)
+    epsilon = table2._epsilon(a.task, args)
     t0 = time.perf_counter()
     bc = train_bc(table2._bc_cfg(a.task, args, n_layer=a.n_layer, n_embd=a.n_embd, n_head=a.n_head))
-    print(f"BC: {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"BC: {time.perf_counter() - t0:.0f} s, greedy score {bc['score']:.1f}", flush=True)
+    average = bc["data"]["score_average"]
     rows = []
     for c in configs:
         t1 = time.perf_counter()
         c = dict(c)
         algo = c.pop("algo", "ilql")
         cfg = ValueRunConfig(algo=algo, task=a.task, seed=a.seed, data_envs=args.data_envs,
-                             data_steps=args.data_steps, epsilon=args.epsilon, chunk=args.chunk, greedy=True,
-                             progress=False, **c)
+                             data_steps=args.data_steps, epsilon=epsilon, chunk=args.chunk, greedy=True,
+                             eval_rollouts=table2.GREEDY_ROLLOUTS.get(a.task, 1), progress=False,
+                             **table2._task_config(a.task, args), **c)
         out = train_value(cfg, bc=bc)
         row = {"algo": algo, "task": a.task, "config": c, "bc_updates": a.bc_updates,
                "model": {"n_layer": a.n_layer, "n_embd": a.n_embd, "n_head": a.n_head},
@@ -69,9 +78,10 @@ def main(argv=None):
         for beta in a.betas:
             s = table2._sampled(a.task, args, GPT2Config(**out["model"]), out["vocab"],
                                 bc["config"]["max_new_tokens"] or 8, cfg.bos, out["policy_params"],
-                                value_heads=("q1", "q2") if algo == "ilql" else ("q",), beta=beta)
+                                value_heads=("q1", "q2") if algo == "ilql" else ("q",), beta=beta, average=average)
             row["sampled"][str(beta)] = {"score": s["score_sampled"], "score_rerun": s["score_sampled_rerun"],
-                                         "success": s["success_sampled"]}
+                                         "success": s["success_sampled"],
+                                         "return": s["return_sampled"]}
             print(f"{c} beta {beta:g}: score {s['score_sampled']:.1f} / {s['score_sampled_rerun']:.1f}, "
                   f"success {s['success_sampled']:.2f}", flush=True)
         rows.append(row)
