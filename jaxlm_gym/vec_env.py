@@ -159,11 +159,12 @@ class VecEnv:
     def _step_text_env(self, env_keys, text_keys, state, index, params):
         """``TextEnv.step`` for the batch, element for element, with two batch-level
         shortcuts: the auto-reset (for every env a fresh episode, computed by gymnax-style
-        cores on every step) runs only when some env of the batch is done, and so does the
-        rendering of ``final_observation`` (equal to the observation when no env is done).
-        Tasks whose episodes end together or never (gridworld, bandits, optimization) skip
-        both on most steps. Tasks whose every episode starts from the same text
-        (``constant_reset_facts``, e.g. Wordle) render once per step: the stepped text is
+        cores on every step) runs only when some env of the batch is done; the stepped
+        text (``final_observation``) is rendered once and is the observation of every env
+        that goes on, so only the finished envs' reset texts are rendered on top (a compact
+        sub-batch when few are done, e.g. parking's crashes: see ``_with_reset_rows``).
+        Tasks whose every episode starts from the same text (``constant_reset_facts``,
+        e.g. Wordle) render once per step: the stepped text is
         ``final_observation``, and finished envs take the text rendered at build time."""
         env = self.env
         cache = state if self._appending else None
@@ -185,9 +186,16 @@ class VecEnv:
             return jax.tree.map(pick, obs_re, obs_st), jax.tree.map(pick, state_re, state_st)
 
         obs, state = jax.lax.cond(any_done, reset_done, lambda _: (obs_st, state_st), None)
-        if self._reset_text is None:
+        if self._reset_text is None and (self.obs_mode == "symbolic" or not self._reuse_final):
             view = self._view(obs, text_keys)
             final = jax.lax.cond(any_done, lambda _: self._view(obs_st, text_keys), lambda _: view, None)
+        elif self._reset_text is None:
+            # A row's text depends on its own facts and key only, so the observation of a
+            # running env is its final observation: render that for every env, then only
+            # the finished envs' reset texts (see ``_with_reset_rows``).
+            final = self._view(obs_st, text_keys)
+            view = self._view(obs, text_keys, render=False)
+            view.update(self._with_reset_rows(done, view["facts"], final))
         else:
             # Every episode starts from the same text (rendered at build time): render only
             # the stepped observations and put the reset text in the rows of finished envs.
@@ -206,6 +214,44 @@ class VecEnv:
                 state = AppendState(state, view["tokens"], view["length"], keep)
         info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": final}
         return view, state, reward, terminated, truncated, info
+
+    # Finished envs whose reset text a step renders in a compact sub-batch: at most
+    # 1 / _RESET_SHARE of the batch (more: the whole batch, as before).
+    _RESET_SHARE = 8
+    _reuse_final = True  # read when step is traced (tests switch it off to compare)
+
+    def _with_reset_rows(self, done, facts, final) -> dict:
+        """The text fields of the observation after the auto-reset: ``final``'s rows, with
+        the rows of ``done`` envs rendered from ``facts`` (the reset observations' facts,
+        drawn and prepared). With random ends only a few envs are done per step: their
+        rows are gathered into a sub-batch of ``num_envs // _RESET_SHARE`` rows (rounded
+        up), rendered, and put back; when more are done the whole batch is rendered."""
+        n = self.num_envs
+        k = -(-n // self._RESET_SHARE)
+        fields = ("tokens", "length", "mask")
+        count = jnp.sum(done, dtype=jnp.int32)
+
+        def pick(rows, slot=None):
+            return {name: jnp.where(done.reshape(done.shape + (1,) * (rows[name].ndim - 1)),
+                                    rows[name] if slot is None else rows[name][slot], final[name])
+                    for name in fields}
+
+        def few(_):
+            # Rows of the done envs, in order, then filler (row 0, its text unused).
+            idx = jnp.nonzero(done, size=k, fill_value=0)[0]
+            sub = self.text.render_batch(jax.tree.map(lambda x: x[idx], facts))
+            slot = jnp.clip(jnp.cumsum(done.astype(jnp.int32)) - 1, 0, k - 1)
+            return pick(sub, slot)
+
+        def many(_):
+            return pick(self.text.render_batch(facts))
+
+        def none(_):
+            return {name: final[name] for name in fields}
+
+        if k >= n:
+            return jax.lax.cond(count > 0, many, none, None)
+        return jax.lax.switch(jnp.where(count == 0, 0, jnp.where(count <= k, 1, 2)), [none, few, many], None)
 
     # ------------------------------------------------------------------ host helpers
     def decode(self, obs) -> list[str]:

@@ -19,7 +19,10 @@ def _piece_lengths(text):
             if text.nums:
                 _, nlen = text._number_tokens(vals)
                 lens = jnp.where(text._dyn[None], nlen[:, text._dyn_index], lens)
-            return jnp.where(on, lens, 0)
+                ok = text._tabled_ok(text._number_fields(vals))
+            else:
+                ok = jnp.bool_(False)
+            return jnp.where(on, lens, 0), ok
 
         _JITTED[id(text)] = (text, jax.jit(lengths))  # keep text alive so its id stays unique
     return _JITTED[id(text)][1]
@@ -27,8 +30,18 @@ def _piece_lengths(text):
 
 def assert_pieces_within_reach(text, facts):
     """``facts``: the (drawn, prepared) facts of a batch, as in ``obs["facts"]``."""
-    lo, hi = text._reach
-    lens = np.asarray(_piece_lengths(text)(facts), np.int64)
+    lens, tabled = _piece_lengths(text)(facts)
+    _check(np.asarray(lens, np.int64), *text._reach)
+    if bool(tabled):  # the batch takes the number-table layout: its tighter bounds must hold too
+        plan, (lo, hi) = text._tab["plan"], text._tab["reach"]
+        first = {}
+        for k, e in enumerate(plan):  # a number's two runs share its bounds
+            first.setdefault(e[1], k)
+        order = [first[i] for i in range(len(first))]
+        _check(np.asarray(lens, np.int64), lo[order], hi[order])
+
+
+def _check(lens, lo, hi):
     ends = np.cumsum(lens, axis=1)
     begins = ends - lens
     bad = (lens > 0) & ((begins < lo[None]) | (ends > hi[None]))

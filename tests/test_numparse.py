@@ -309,6 +309,23 @@ def test_bytes_past_length_are_ignored():
     assert res[1][0][:2].all() and res[1][1][1].tolist() == [1.0, 2.0]
 
 
+_py_batch = jax.jit(nump.find_pair_python_list_batch)
+
+
+def test_python_list_batch_equals_per_row_scan():
+    # The batched loop stops after the batch's longest text: results must be the per-row
+    # scan's over all W bytes, bit for bit (overlong texts, garbage past the length).
+    rng = np.random.default_rng(5)
+    texts = [_py_text(rng) for _ in range(1500)] + ["[1, 2]" + " " * 70, "[1, 2]" + " " * 58, "x" * 80, ""]
+    want, got = _run(_py, texts), _run(_py_batch, texts)
+    assert got[0].tolist() == want[0].tolist() and np.array_equal(got[1], want[1], equal_nan=True)
+    assert want[0].sum() > 200
+    text, _ = _bytes(["[1, 2] stop [9, 9]", "[1, 2] ]", "[3,4]", "(5,-6)"])
+    length = jnp.asarray([6, 6, 5, 6] + [0] * (text.shape[0] - 4), jnp.int32)
+    ok, vals = jax.tree.map(np.asarray, _py_batch(text, length))
+    assert ok[:4].all() and vals[:4].tolist() == [[1.0, 2.0], [1.0, 2.0], [3.0, 4.0], [5.0, -6.0]]
+
+
 def test_find_pair_dispatch_and_bad_grammar():
     text, length = jnp.zeros((W,), jnp.uint8), jnp.int32(0)
     for grammar in nump.GRAMMARS:  # shapes only: the values are covered above

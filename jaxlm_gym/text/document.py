@@ -148,18 +148,75 @@ class CompiledText:
         self.pad_id = int(tok.pad_id)
         # Where every piece can lie (fewest tokens before it, most up to its end): the
         # layout tests only the pieces that can reach a position (see ``_source``).
+        self._reach = self._spans(measure, num_bound)
+        self._tab = self._number_tables(tok, measure) if self.nums else None
+
+    def _spans(self, measure, num_bound) -> tuple[np.ndarray, np.ndarray]:
+        """int64[P] fewest tokens before every piece and most up to its end (numbers
+        bounded by ``num_bound``)."""
         reach_lo, reach_hi = [], []
         doc_lo = doc_hi = 0  # fewest and most tokens before the block
-        for (pieces, _, repeat), block, row_hi in zip(self._blocks, self.document.blocks, block_tokens):
+        for (pieces, _, repeat), block in zip(self._blocks, self.document.blocks):
             spans = np.asarray([piece_span(p, measure, num_bound) for p in pieces], np.int64).reshape(-1, 2)
             lo, hi = spans[:, 0], spans[:, 1]
             row_lo = shortest(block.node, measure)
+            row_hi = int(longest(block.node, measure, num_bound))
             for r in range(repeat or 1):
                 reach_lo.extend(doc_lo + r * row_lo + lo)
                 reach_hi.extend(doc_hi + r * row_hi + hi)
             doc_lo += row_lo * (repeat or 1)
             doc_hi += row_hi * (repeat or 1)
-        self._reach = (np.asarray(reach_lo, np.int64), np.asarray(reach_hi, np.int64))
+        return np.asarray(reach_lo, np.int64), np.asarray(reach_hi, np.int64)
+
+    def _number_tables(self, tok: Tokenizer, measure) -> dict:
+        """Tables for laying numbers out as ordinary table pieces (``_render_tabled``):
+        a number whose integer part is below ``10**TABLE_DIGITS`` (or nan / inf) is two
+        runs, sign and integer part (row ``neg * R + int row`` of table A) and point and
+        fraction (row ``fraction`` of table B), both appended to the flat string table.
+        Static: per layout piece, ``("s", piece)`` or ``("a" | "b", piece, distinct
+        number)``; per distinct number, the rows where its A and B tables start."""
+        flat, start, length = list(self._tok_flat), list(self._tok_start), list(self._tok_len)
+        rows = len(self._tok_start)
+        bases: dict[tuple[int, str], tuple[int, int, int]] = {}  # (decimals, prefix) -> base A, base B, longest
+        for num in self.nums:
+            spec = (num.decimals, num.prefix)
+            if spec in bases:
+                continue
+            c = numbers.codec(tok, num.decimals, num.prefix)
+            runs = []
+            for neg in (0, 1):
+                lead = list(c.lead_neg if neg else c.lead_pos)
+                space = 0 if neg else int(c.space)
+                runs += [lead + list(c.int_tab[space, r, : c.int_len[space, r]]) for r in range(c.int_tab.shape[1])]
+            base_a = rows
+            fracs = [list(c.point) + list(c.frac_tab[v, : c.frac_len[v]]) for v in range(10**num.decimals)] \
+                if num.decimals else []
+            base_b = rows + len(runs)
+            for run in runs + fracs:
+                start.append(len(flat))
+                length.append(len(run))
+                flat.extend(run)
+                rows += 1
+            bases[spec] = (base_a, base_b, max(map(len, runs)) + max(map(len, fracs), default=0))
+        plan = []
+        for i in range(len(self._dyn)):
+            if not self._dyn[i]:
+                plan.append(("s", i))
+                continue
+            u = int(self._dyn_index[i])
+            plan.append(("a", i, u))
+            if self.nums[self._dyn_piece[i]].decimals:
+                plan.append(("b", i, u))
+        distinct = [self.nums[j] for j in self._num_first]
+        lo, hi = self._spans(measure, lambda n: bases[(n.decimals, n.prefix)][2])
+        # Both runs of a number lie within the number's bounds.
+        lo = np.asarray([lo[e[1]] for e in plan], np.int64)
+        hi = np.asarray([hi[e[1]] for e in plan], np.int64)
+        return {"flat": np.asarray(flat, np.int32), "start": np.asarray(start, np.int32),
+                "length": np.asarray(length, np.int32), "plan": plan, "reach": (lo, hi),
+                "base_a": np.asarray([bases[(n.decimals, n.prefix)][0] for n in distinct], np.int32),
+                "base_b": np.asarray([bases[(n.decimals, n.prefix)][1] for n in distinct], np.int32),
+                "row_width": numbers._NAN_ROW + 2}
 
     def _check_boundaries(self, tok: Tokenizer, enc: Mapping[str, list[int]], pairs: list[tuple[str, str]]):
         """Every two pieces that can touch must tokenize apart exactly as together."""
@@ -253,10 +310,60 @@ class CompiledText:
         if not self.nums:
             return jax.vmap(lambda g, o: _concat(g, o, flat, start, length, self.max_tokens, self.pad_id, spans))(
                 gid, on)
+        f = self._number_fields(vals)
+        ok = self._tabled_ok(f)
+        return jax.lax.cond(ok, self._render_tabled, self._render_numbers, gid, on, vals, f)
+
+    def _render_numbers(self, gid, on, vals, f=None):
+        """The general number path: every number laid out in its own buffer first."""
+        flat, start, length = (jnp.asarray(a) for a in (self._tok_flat, self._tok_start, self._tok_len))
         ntok, nlen = self._number_tokens(vals)
         dyn, dyn_index = self._dyn, jnp.asarray(self._dyn_index)  # dyn stays static
-        return jax.vmap(lambda g, o, t, n: _concat(g, o, flat, start, length, self.max_tokens, self.pad_id, spans,
-                                                   (dyn, dyn_index, t, n)))(gid, on, ntok, nlen)
+        return jax.vmap(lambda g, o, t, n: _concat(g, o, flat, start, length, self.max_tokens, self.pad_id,
+                                                   self._reach, (dyn, dyn_index, t, n)))(gid, on, ntok, nlen)
+
+    def _number_fields(self, vals: jax.Array) -> dict[str, jax.Array]:
+        """``numbers.fields`` of the U distinct numbers of a batch: int32/bool[N, U] each."""
+        vals = vals[:, self._num_first]
+        decimals = np.asarray([self.nums[j].decimals for j in self._num_first])
+        out = None
+        for d in sorted(set(decimals.tolist())):
+            g = jax.vmap(jax.vmap(lambda v, d=d: numbers.fields(v, d)))(vals)
+            out = g if out is None else jax.tree.map(lambda a, b, m=decimals == d: jnp.where(m, b, a), out, g)
+        return out
+
+    @staticmethod
+    def _tabled_ok(f: dict) -> jax.Array:
+        """bool: every number of the batch has a table row (no scientific notation, integer
+        part below ``10**TABLE_DIGITS``): the batch can take ``_render_tabled``."""
+        kind = f["kind"]
+        fits = ((kind == numbers.FIXED) & (f["ival"] < 10**numbers.TABLE_DIGITS)) | (kind >= numbers.NAN)
+        return jnp.all(fits)
+
+    def _render_tabled(self, gid, on, vals, f):
+        """Numbers as two table pieces each (see ``_number_tables``): one layout pass and
+        one gather, instead of a layout per number and a second one for the text."""
+        tab = self._tab
+        kind, neg = f["kind"], f["neg"].astype(jnp.int32)
+        row = jnp.where(kind == numbers.NAN, numbers._NAN_ROW, jnp.where(kind == numbers.INF, numbers._INF_ROW,
+                                                                         f["ival"]))
+        row_a = jnp.asarray(tab["base_a"]) + neg * tab["row_width"] + row
+        row_b = jnp.asarray(tab["base_b"]) + f["fval"]
+        frac_on = kind == numbers.FIXED
+        gids, ons = [], []
+        for e in tab["plan"]:
+            if e[0] == "s":
+                gids.append(gid[:, e[1]])
+                ons.append(on[:, e[1]])
+            elif e[0] == "a":
+                gids.append(row_a[:, e[2]])
+                ons.append(on[:, e[1]])
+            else:
+                gids.append(row_b[:, e[2]])
+                ons.append(on[:, e[1]] & frac_on[:, e[2]])
+        flat, start, length = (jnp.asarray(tab[k]) for k in ("flat", "start", "length"))
+        return jax.vmap(lambda g, o: _concat(g, o, flat, start, length, self.max_tokens, self.pad_id, tab["reach"]))(
+            jnp.stack(gids, 1), jnp.stack(ons, 1))
 
     def render_after(self, facts: Mapping, tokens: jax.Array, keep: jax.Array) -> dict[str, jax.Array]:
         """A batch of texts cut after ``keep`` tokens (int32[N]) and continued with this
