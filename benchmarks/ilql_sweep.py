@@ -81,7 +81,8 @@ def main(argv=None):
                                 value_heads=("q1", "q2") if algo == "ilql" else ("q",), beta=beta, average=average)
             row["sampled"][str(beta)] = {"score": s["score_sampled"], "score_rerun": s["score_sampled_rerun"],
                                          "success": s["success_sampled"],
-                                         "return": s["return_sampled"]}
+                                         "return": s["return_sampled"],
+                                         "per_start_return": s["per_start_return_sampled"]}
             print(f"{c} beta {beta:g}: score {s['score_sampled']:.1f} / {s['score_sampled_rerun']:.1f}, "
                   f"success {s['success_sampled']:.2f}", flush=True)
         rows.append(row)

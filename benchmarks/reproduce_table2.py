@@ -106,7 +106,8 @@ def _sampled(task: str, args, mcfg, vocab, max_new: int, bos_on: bool, params, v
     a = evaluate_policy(env, policy, params, jax.random.PRNGKey(args.seed + 1), bos_id=bos, average=average)
     b = evaluate_policy(env, policy, params, jax.random.PRNGKey(args.seed + 2), bos_id=bos, average=average)
     return {"score_sampled": a["score"], "score_sampled_rerun": b["score"], "return_sampled": a["mean_return"],
-            "success_sampled": a["success"], "eval_env_steps_per_s_sampled": b["env_steps"] / b["wall_s"]}
+            "success_sampled": a["success"], "eval_env_steps_per_s_sampled": b["env_steps"] / b["wall_s"],
+            "per_start_return_sampled": a["per_start_return"]}
 
 
 def _bc_cfg(task, args, **kw) -> BCRunConfig:
