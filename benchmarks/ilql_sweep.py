@@ -14,7 +14,8 @@ MC returns instead of ILQL and decodes with its one Q head). ``--task`` takes ev
 The reference decodes
 with beta 8 while training and 16 in its evaluation script (``maze/ilql/eval_ilql.py``); the decoding
 ``pi_beta + beta * min(Q1, Q2)`` needs no retraining to change beta, so each model is scored at every beta.
-Rows are written to ``--out`` after every setting.
+Rows are written to ``--out`` after every setting; on maze-fo each row also holds ``q_map`` (``maze_q_map.py``:
+the four moves' Q at every start cell and the cells where the largest Q is not a shortest move).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import types
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import reproduce_table2 as table2  # noqa: E402
+from maze_q_map import format_map, q_map  # noqa: E402
 
 from learners.models import GPT2Config  # noqa: E402
 from learners.train_bc import train_bc  # noqa: E402
@@ -75,6 +77,10 @@ def main(argv=None):
                "model": {"n_layer": a.n_layer, "n_embd": a.n_embd, "n_head": a.n_head},
                "train_s": time.perf_counter() - t1,
                "score_greedy": out["score"], "loss_last": out["loss_last_chunk"], "sampled": {}}
+        if a.task == "maze-fo":  # where the Q argmax goes wrong, cell by cell
+            row["q_map"] = q_map(a.task, out["model"], out["vocab"], out["params"],
+                                 heads=("q1", "q2") if algo == "ilql" else ("q",))
+            print(format_map(row["q_map"]), flush=True)
         for beta in a.betas:
             s = table2._sampled(a.task, args, GPT2Config(**out["model"]), out["vocab"],
                                 bc["config"]["max_new_tokens"] or 8, cfg.bos, out["policy_params"],
