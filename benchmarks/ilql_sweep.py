@@ -88,9 +88,10 @@ def main(argv=None):
             row["sampled"][str(beta)] = {"score": s["score_sampled"], "score_rerun": s["score_sampled_rerun"],
                                          "success": s["success_sampled"],
                                          "return": s["return_sampled"],
-                                         "per_start_return": s["per_start_return_sampled"]}
+                                         "per_start_return": s["per_start_return_sampled"],
+                                         "valid_action_rate": s["valid_action_rate_sampled"]}
             print(f"{c} beta {beta:g}: score {s['score_sampled']:.1f} / {s['score_sampled_rerun']:.1f}, "
-                  f"success {s['success_sampled']:.2f}", flush=True)
+                  f"success {s['success_sampled']:.2f}, valid actions {s['valid_action_rate_sampled']}", flush=True)
         rows.append(row)
         with open(a.out, "w", encoding="utf-8") as f:
             command = shlex.join(["python", "benchmarks/ilql_sweep.py", *(sys.argv[1:] if argv is None else argv)])

@@ -107,7 +107,7 @@ def _sampled(task: str, args, mcfg, vocab, max_new: int, bos_on: bool, params, v
     b = evaluate_policy(env, policy, params, jax.random.PRNGKey(args.seed + 2), bos_id=bos, average=average)
     return {"score_sampled": a["score"], "score_sampled_rerun": b["score"], "return_sampled": a["mean_return"],
             "success_sampled": a["success"], "eval_env_steps_per_s_sampled": b["env_steps"] / b["wall_s"],
-            "per_start_return_sampled": a["per_start_return"]}
+            "per_start_return_sampled": a["per_start_return"], "valid_action_rate_sampled": a["valid_action_rate"]}
 
 
 def _bc_cfg(task, args, **kw) -> BCRunConfig:
@@ -121,7 +121,8 @@ def _bc_cfg(task, args, **kw) -> BCRunConfig:
 def _row(task, algo, out, args, t0, **extra) -> dict:
     return {"task": task, "algo": algo, "seed_score": SEED_TABLE2.get((task, algo)),
             "score_greedy": out["score"], "return_greedy": out["mean_return"],
-            "success_greedy": out["eval"]["success"], "wall_s": time.perf_counter() - t0,
+            "success_greedy": out["eval"]["success"],
+            "valid_action_rate_greedy": out["eval"].get("valid_action_rate"), "wall_s": time.perf_counter() - t0,
             "device": str(jax.devices()[0].platform), **extra}
 
 
