@@ -77,21 +77,21 @@ def main(argv=None):
                "model": {"n_layer": a.n_layer, "n_embd": a.n_embd, "n_head": a.n_head},
                "train_s": time.perf_counter() - t1,
                "score_greedy": out["score"], "loss_last": out["loss_last_chunk"], "sampled": {}}
+        heads = ("q1", "q2") if algo == "ilql" else ("q",)
         if a.task == "maze-fo":  # where the Q argmax goes wrong, cell by cell
-            row["q_map"] = q_map(a.task, out["model"], out["vocab"], out["params"],
-                                 heads=("q1", "q2") if algo == "ilql" else ("q",))
+            row["q_map"] = q_map(a.task, out["model"], out["vocab"], out["params"], heads=heads)
             print(format_map(row["q_map"]), flush=True)
         for beta in a.betas:
             s = table2._sampled(a.task, args, GPT2Config(**out["model"]), out["vocab"],
                                 bc["config"]["max_new_tokens"] or 8, cfg.bos, out["policy_params"],
-                                value_heads=("q1", "q2") if algo == "ilql" else ("q",), beta=beta, average=average)
+                                value_heads=heads, beta=beta, average=average)
             row["sampled"][str(beta)] = {"score": s["score_sampled"], "score_rerun": s["score_sampled_rerun"],
                                          "success": s["success_sampled"],
                                          "return": s["return_sampled"],
                                          "per_start_return": s["per_start_return_sampled"],
                                          "valid_action_rate": s["valid_action_rate_sampled"]}
             print(f"{c} beta {beta:g}: score {s['score_sampled']:.1f} / {s['score_sampled_rerun']:.1f}, "
-                  f"success {s['success_sampled']:.2f}, valid actions {s['valid_action_rate_sampled']}", flush=True)
+                  f"success {s['success_sampled']:.2f}, valid actions {s['valid_action_rate_sampled']:.2f}", flush=True)
         rows.append(row)
         with open(a.out, "w", encoding="utf-8") as f:
             command = shlex.join(["python", "benchmarks/ilql_sweep.py", *(sys.argv[1:] if argv is None else argv)])
