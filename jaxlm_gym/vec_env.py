@@ -231,17 +231,17 @@ class VecEnv:
         fields = ("tokens", "length", "mask")
         count = jnp.sum(done, dtype=jnp.int32)
 
-        def pick(rows, slot=None):
-            return {name: jnp.where(done.reshape(done.shape + (1,) * (rows[name].ndim - 1)),
-                                    rows[name] if slot is None else rows[name][slot], final[name])
+        def pick(rows):
+            return {name: jnp.where(done.reshape(done.shape + (1,) * (rows[name].ndim - 1)), rows[name], final[name])
                     for name in fields}
 
         def few(_):
-            # Rows of the done envs, in order, then filler (row 0, its text unused).
-            idx = jnp.nonzero(done, size=k, fill_value=0)[0]
-            sub = self.text.render_batch(jax.tree.map(lambda x: x[idx], facts))
-            slot = jnp.clip(jnp.cumsum(done.astype(jnp.int32)) - 1, 0, k - 1)
-            return pick(sub, slot)
+            # Rows of the done envs, then filler (index n: rendered from row 0, dropped when
+            # written). Writing k rows into ``final`` costs a copy of it; picking every row
+            # from the sub-batch by a gather and a select cost a full pass more.
+            idx = jnp.nonzero(done, size=k, fill_value=n)[0]
+            sub = self.text.render_batch(jax.tree.map(lambda x: x[jnp.minimum(idx, n - 1)], facts))
+            return {name: final[name].at[idx].set(sub[name], mode="drop") for name in fields}
 
         def many(_):
             return pick(self.text.render_batch(facts))

@@ -5,8 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlm_gym.text import Block, Document, Lit, Num, Seq, Slot, Switch, gpt2
-from jaxlm_gym.text import numbers
+from jaxlm_gym.text import Block, Document, Lit, Num, Seq, Slot, Switch, gpt2, numbers
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +90,36 @@ def test_numbers_in_a_document(tok):
         assert not np.asarray(out["mask"][i][k:]).any()
     one = text.render(jax.tree.map(lambda x: x[3], facts))
     np.testing.assert_array_equal(one["tokens"], out["tokens"][3])
+
+
+def test_fast_digits_is_a_promise_not_a_limit(tok):
+    # Numbers that promise one integer digit: batches within the promise take the table
+    # layout with tighter bounds; batches with larger values, nan or inf are still written
+    # exactly (the general path), and both give what a document without the promise gives.
+    def doc(fast):
+        nums = [Num(f"x{i}", 3, " [" if i == 0 else " ", fast_digits=fast) for i in range(6)]
+        parts = [nums[0]] + [q for n in nums[1:] for q in (Lit(","), n)]
+        return Document(Seq(Lit("Reward:"), Num("r", 4, fast_digits=fast), Lit(". Car:"), *parts, Lit("].\n")))
+
+    fast, plain = doc(1).compile(tok), doc(None).compile(tok)
+    assert fast.max_tokens == plain.max_tokens
+    width = lambda t: int(np.sum(np.asarray(t._tab["reach"][1]) - np.asarray(t._tab["reach"][0])))  # noqa: E731
+    assert width(fast) < width(plain)
+    rng = np.random.default_rng(2)
+    n = 32
+    small = {k: rng.uniform(-9.9, 9.9, n).astype(np.float32) for k in ["r"] + [f"x{i}" for i in range(6)]}
+    for name, facts in [("small", small), ("large", {**small, "x3": small["x3"] * 100}),
+                        ("nan", {**small, "r": np.where(np.arange(n) == 5, np.nan, small["r"]).astype(np.float32)})]:
+        ok = jax.jit(lambda f: fast._tabled_ok(fast._number_fields(jax.vmap(fast.plan)(f)[2])))(facts)
+        assert bool(ok) == (name == "small"), name
+        got, want = jax.jit(fast.render_batch)(facts), jax.jit(plain.render_batch)(facts)
+        for k in want:
+            np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]))
+        for i, h in enumerate(fast.host_batch(facts)):
+            assert list(np.asarray(got["tokens"][i][: int(got["length"][i])])) == tok.encode(h)
+    for bad in (0, 5, True, 1.0):
+        with pytest.raises(ValueError, match="fast_digits"):
+            Num("x", 2, fast_digits=bad)
 
 
 def test_number_boundaries_and_bad_nodes_are_make_time_errors(tok):

@@ -372,6 +372,25 @@ def test_token_parsers_batched(tok):
     assert jax.eval_shape(lambda t: nump.parse_vector_action(t, vec), jnp.asarray(tokens[0])).shape == (2,)
 
 
+def test_vector_parser_from_tokens_equals_bytes_path(tok):
+    # parse_batch reads the bytes inside the loop (find_pair_python_list_tokens); it must
+    # give what the per-row path (tokens -> bytes -> scan) gives, bit for bit, for
+    # canonical and one-character-per-token ids, overlong texts and empty ones.
+    vec = nump.VectorActionParser(tok, width=W)
+    rng = np.random.default_rng(11)
+    texts = [_py_text(rng) for _ in range(400)] + ["[1, 2]" + " " * 70, "[1, 2]" + " " * 50, "x" * 80, "",
+                                                    "[0.5, -1] please", "(5,-6)"]
+    width = 96
+    rows = [vec.encode(t, width) if len(tok.encode(t)) <= width else _char_tokens(tok, t[:width], width)
+            for t in texts]
+    rows += [_char_tokens(tok, t[:width], width) for t in texts[:100]]
+    tokens = jnp.asarray(np.stack(rows))
+    got = np.asarray(jax.jit(vec.parse_batch)(tokens))
+    want = np.asarray(jax.jit(jax.vmap(vec.parse))(tokens))
+    assert np.array_equal(got, want, equal_nan=True)
+    assert (~np.isnan(got[:, 0])).sum() > 50
+
+
 def test_token_parser_host_helpers(tok):
     opt = nump.OptimizationActionParser(tok, width=16)
     assert opt.encode("[1, 2]").shape == (16,)

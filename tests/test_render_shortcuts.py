@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxlm_gym
 
@@ -55,10 +56,18 @@ def test_reset_rows_match_two_render_path():
         assert obs["tokens"][i, : obs["length"][i]].tolist() == vec.tokenizer.encode(text)
 
 
-def test_number_tables_match_number_layout():
-    vec = jaxlm_gym.make_vec("llf-highway-parking-v0", 8, obs_mode="tokens", feedback_type="a")
+# Parking declares fast_digits=1 (features and rewards below 10): its table layout takes
+# no value of 10 or more and no nan / inf, which the general path writes. Bandits' numbers
+# declare nothing: the table takes integer parts below 10**4, nan and inf.
+@pytest.mark.parametrize("env_id, action, tabled_want", [
+    ("llf-highway-parking-v0", jnp.zeros((8, 2), jnp.float32), [True, True, False, True, False, True] + [False] * 5),
+    ("llf-bandits-BanditTenArmedGaussian-v0", jnp.zeros((8,), jnp.int32),
+     [True] * 6 + [False, False, True, True, True]),
+])
+def test_number_tables_match_number_layout(env_id, action, tabled_want):
+    vec = jaxlm_gym.make_vec(env_id, 8, obs_mode="tokens", feedback_type="a")
     _, state = vec.reset(jax.random.PRNGKey(0))
-    obs, *_ = vec.step(jax.random.PRNGKey(1), state, jnp.zeros((8, 2), jnp.float32))
+    obs, *_ = vec.step(jax.random.PRNGKey(1), state, action)
     text = vec.text
     scales = jnp.asarray([1.0, -1.0, 37.3, 1e-5, 999.9, -4e-4, 12345.0, 3e12, np.inf, -np.inf, np.nan], jnp.float32)
 
@@ -76,4 +85,4 @@ def test_number_tables_match_number_layout():
         if ok:
             for k in want:
                 np.testing.assert_array_equal(got[k], want[k])
-    assert tabled == [True] * 6 + [False, False, True, True, True]
+    assert tabled == tabled_want

@@ -24,9 +24,11 @@ EXAMPLES = ("[0.5, 0.1]", "[-1, 0]", "[1, -0.5]", "[0, 0]")
 
 
 def _vector(prefix: str) -> Seq:
-    nums = [Num(f"{prefix}_0", 3, " [")]
+    # fast_digits=1: the scaled features lie within (-10, 10) (speeds / 5 <= 8); other values
+    # are written exactly by the slower general layout.
+    nums = [Num(f"{prefix}_0", 3, " [", fast_digits=1)]
     for i in range(1, 6):
-        nums += [Lit(","), Num(f"{prefix}_{i}", 3)]
+        nums += [Lit(","), Num(f"{prefix}_{i}", 3, fast_digits=1)]
     return Seq(*nums)  # the closing "]" merges with what follows: the caller writes it
 
 
@@ -46,7 +48,7 @@ def parking_text(env: parking.Parking):
         Lit(" Your reply should be an action [throttle input, steering input]."),
         Lit(" State the action to take as [throttle input, steering input]."),
     ])
-    reward = Num("reward", 4)
+    reward = Num("reward", 4, fast_digits=1)  # rewards lie in about (-7, 0]
     feedback = {
         "r": {1: [Seq(Lit("Your reward this step is"), reward, Lit(".")),
                   Seq(Lit("That action earned"), reward, Lit(".")),

@@ -23,6 +23,7 @@ from .template import (
     fuse,
     keys_of,
     longest,
+    num_low,
     paraphrase_pools,
     piece_span,
     shortest,
@@ -159,7 +160,7 @@ class CompiledText:
         for (pieces, _, repeat), block in zip(self._blocks, self.document.blocks):
             spans = np.asarray([piece_span(p, measure, num_bound) for p in pieces], np.int64).reshape(-1, 2)
             lo, hi = spans[:, 0], spans[:, 1]
-            row_lo = shortest(block.node, measure)
+            row_lo = shortest(block.node, measure, num_low(num_bound))
             row_hi = int(longest(block.node, measure, num_bound))
             for r in range(repeat or 1):
                 reach_lo.extend(doc_lo + r * row_lo + lo)
@@ -173,31 +174,47 @@ class CompiledText:
         a number whose integer part is below ``10**TABLE_DIGITS`` (or nan / inf) is two
         runs, sign and integer part (row ``neg * R + int row`` of table A) and point and
         fraction (row ``fraction`` of table B), both appended to the flat string table.
+        A ``Num`` with ``fast_digits`` k takes this path only for finite values below
+        ``10**k``, and the spans use the shortest and longest runs of those rows (much
+        tighter than any number's: fewer pieces reach each position).
         Static: per layout piece, ``("s", piece)`` or ``("a" | "b", piece, distinct
-        number)``; per distinct number, the rows where its A and B tables start."""
+        number)``; per distinct number, the rows where its A and B tables start and the
+        largest integer part (``limit``) and whether nan / inf (``special``) it takes."""
         flat, start, length = list(self._tok_flat), list(self._tok_start), list(self._tok_len)
         rows = len(self._tok_start)
-        bases: dict[tuple[int, str], tuple[int, int, int]] = {}  # (decimals, prefix) -> base A, base B, longest
+        bases: dict[tuple[int, str], tuple[int, int]] = {}  # (decimals, prefix) -> base A, base B
+        sizes: dict[tuple[int, str, int | None], tuple[int, int]] = {}  # + fast_digits -> shortest, longest
         for num in self.nums:
             spec = (num.decimals, num.prefix)
-            if spec in bases:
-                continue
             c = numbers.codec(tok, num.decimals, num.prefix)
             runs = []
             for neg in (0, 1):
                 lead = list(c.lead_neg if neg else c.lead_pos)
                 space = 0 if neg else int(c.space)
                 runs += [lead + list(c.int_tab[space, r, : c.int_len[space, r]]) for r in range(c.int_tab.shape[1])]
-            base_a = rows
             fracs = [list(c.point) + list(c.frac_tab[v, : c.frac_len[v]]) for v in range(10**num.decimals)] \
                 if num.decimals else []
+            key = (*spec, num.fast_digits)
+            if key not in sizes:
+                n_int = c.int_tab.shape[1]  # 10**TABLE_DIGITS rows, then nan, inf
+                if num.fast_digits is None:
+                    allowed = [len(r) for r in runs]
+                    special = [len(r) for neg in (0, 1) for r in runs[neg * n_int + numbers._NAN_ROW:(neg + 1) * n_int]]
+                    lo = min(min(special), min(allowed[:numbers._NAN_ROW]) + min(map(len, fracs), default=0))
+                else:
+                    allowed = [len(r) for neg in (0, 1) for r in runs[neg * n_int:neg * n_int + 10**num.fast_digits]]
+                    lo = min(allowed) + min(map(len, fracs), default=0)
+                sizes[key] = (lo, max(allowed) + max(map(len, fracs), default=0))
+            if spec in bases:
+                continue
+            base_a = rows
             base_b = rows + len(runs)
             for run in runs + fracs:
                 start.append(len(flat))
                 length.append(len(run))
                 flat.extend(run)
                 rows += 1
-            bases[spec] = (base_a, base_b, max(map(len, runs)) + max(map(len, fracs), default=0))
+            bases[spec] = (base_a, base_b)
         plan = []
         for i in range(len(self._dyn)):
             if not self._dyn[i]:
@@ -208,7 +225,7 @@ class CompiledText:
             if self.nums[self._dyn_piece[i]].decimals:
                 plan.append(("b", i, u))
         distinct = [self.nums[j] for j in self._num_first]
-        lo, hi = self._spans(measure, lambda n: bases[(n.decimals, n.prefix)][2])
+        lo, hi = self._spans(measure, _NumBound(sizes))
         # Both runs of a number lie within the number's bounds.
         lo = np.asarray([lo[e[1]] for e in plan], np.int64)
         hi = np.asarray([hi[e[1]] for e in plan], np.int64)
@@ -216,6 +233,8 @@ class CompiledText:
                 "length": np.asarray(length, np.int32), "plan": plan, "reach": (lo, hi),
                 "base_a": np.asarray([bases[(n.decimals, n.prefix)][0] for n in distinct], np.int32),
                 "base_b": np.asarray([bases[(n.decimals, n.prefix)][1] for n in distinct], np.int32),
+                "limit": np.asarray([10**(n.fast_digits or numbers.TABLE_DIGITS) for n in distinct], np.int32),
+                "special": np.asarray([n.fast_digits is None for n in distinct], bool),
                 "row_width": numbers._NAN_ROW + 2}
 
     def _check_boundaries(self, tok: Tokenizer, enc: Mapping[str, list[int]], pairs: list[tuple[str, str]]):
@@ -323,22 +342,25 @@ class CompiledText:
                                                    self._reach, (dyn, dyn_index, t, n)))(gid, on, ntok, nlen)
 
     def _number_fields(self, vals: jax.Array) -> dict[str, jax.Array]:
-        """``numbers.fields`` of the U distinct numbers of a batch: int32/bool[N, U] each."""
+        """``numbers.fixed_fields`` of the U distinct numbers of a batch: int32/bool[N, U]
+        each (each number at its own precision; right wherever ``_tabled_ok`` holds)."""
         vals = vals[:, self._num_first]
         decimals = np.asarray([self.nums[j].decimals for j in self._num_first])
-        out = None
-        for d in sorted(set(decimals.tolist())):
-            g = jax.vmap(jax.vmap(lambda v, d=d: numbers.fields(v, d)))(vals)
-            out = g if out is None else jax.tree.map(lambda a, b, m=decimals == d: jnp.where(m, b, a), out, g)
-        return out
+        groups = [np.flatnonzero(decimals == d) for d in sorted(set(decimals.tolist()))]
+        parts = [jax.vmap(jax.vmap(lambda v, d=int(decimals[js[0]]): numbers.fixed_fields(v, d)))(vals[:, js])
+                 for js in groups]
+        if len(parts) == 1:
+            return parts[0]
+        back = np.argsort(np.concatenate(groups))  # columns back in number order
+        return jax.tree.map(lambda *cols: jnp.concatenate(cols, axis=1)[:, back], *parts)
 
-    @staticmethod
-    def _tabled_ok(f: dict) -> jax.Array:
+    def _tabled_ok(self, f: dict) -> jax.Array:
         """bool: every number of the batch has a table row (no scientific notation, integer
-        part below ``10**TABLE_DIGITS``): the batch can take ``_render_tabled``."""
+        part below ``10**TABLE_DIGITS``) within its ``fast_digits`` promise (integer part
+        below ``10**fast_digits``, finite): the batch can take ``_render_tabled``."""
         kind = f["kind"]
-        fits = ((kind == numbers.FIXED) & (f["ival"] < 10**numbers.TABLE_DIGITS)) | (kind >= numbers.NAN)
-        return jnp.all(fits)
+        fits = (kind == numbers.FIXED) & (f["ival"] < jnp.asarray(self._tab["limit"]))
+        return jnp.all(fits | (jnp.asarray(self._tab["special"]) & (kind >= numbers.NAN)))
 
     def _render_tabled(self, gid, on, vals, f):
         """Numbers as two table pieces each (see ``_number_tables``): one layout pass and
@@ -445,6 +467,20 @@ class CompiledText:
     def host(self, facts: Mapping) -> str:
         """Host string of one env's facts."""
         return self.host_batch(jax.tree.map(lambda x: jnp.asarray(x)[None], dict(facts)))[0]
+
+
+class _NumBound:
+    """``num_bound`` of the table layout: the longest tokens of a number on the fast path,
+    with ``low``, the shortest (see ``template.num_low``)."""
+
+    def __init__(self, sizes: Mapping[tuple, tuple[int, int]]):
+        self.sizes = dict(sizes)
+
+    def __call__(self, num) -> int:
+        return self.sizes[(num.decimals, num.prefix, num.fast_digits)][1]
+
+    def low(self, num) -> int:
+        return self.sizes[(num.decimals, num.prefix, num.fast_digits)][0]
 
 
 def _concat(gid, on, flat, start, length, width: int, pad_id: int, spans, nums=None):

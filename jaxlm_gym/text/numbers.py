@@ -106,6 +106,28 @@ def fields(x: jax.Array, decimals: int) -> dict[str, jax.Array]:
             "fval": fval.astype(jnp.int32), "exp": e.astype(jnp.int32)}
 
 
+def fixed_fields(x: jax.Array, decimals: int) -> dict[str, jax.Array]:
+    """``fields`` without the scientific notation, for the table path: equal to ``fields``
+    wherever ``kind`` is NAN or INF, or FIXED with ``ival < 10**TABLE_DIGITS`` (what
+    the table layout accepts); a value >= 1e9 shows as FIXED with a large ``ival`` instead of
+    SCI. It skips the logarithm, division and power lookups of the scientific path,
+    half the cost of ``fields`` on CPU (parking renders 12 numbers per step)."""
+    x = jnp.asarray(x, jnp.float32)
+    scale = np.float32(10.0**decimals)
+    a = jnp.abs(x)
+    finite = jnp.isfinite(x)
+    a_f = jnp.where(finite, a, 0.0)
+    ip = jnp.floor(jnp.minimum(a_f, 2e9))
+    fq = jnp.round((a_f - ip) * scale).astype(jnp.int32)
+    carry = fq >= int(scale)
+    ival = (ip + carry).astype(jnp.int32)
+    fval = jnp.where(carry, 0, fq)
+    kind = jnp.where(jnp.isnan(x), NAN, jnp.where(~finite, INF, FIXED))
+    nonzero = (ival > 0) | (fval > 0) | (kind == INF)
+    neg = (x < 0) & nonzero & (kind != NAN)
+    return {"kind": kind.astype(jnp.int32), "neg": neg, "ival": ival, "fval": fval.astype(jnp.int32)}
+
+
 def _digits(v: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
     """Decimal digits of ``v >= 0`` right-aligned in ``width`` slots, and their count."""
     pw = jnp.asarray([10**(width - 1 - i) for i in range(width)], jnp.int32)

@@ -435,6 +435,37 @@ def find_pair_python_list_batch(text: jax.Array, length: jax.Array):
     return _py_result(carry, length, w)
 
 
+def find_pair_python_list_tokens(tokens: jax.Array, byte_table: jax.Array, byte_lengths: jax.Array, pad_id: int,
+                                 width: int):
+    """``find_pair_python_list_batch`` straight from token ids (int32[N, L], ending at the
+    first ``pad_id``), with the bytes of the first ``width`` read as the loop reaches them:
+    byte ``i`` of a text comes from its token ``k`` = the number of tokens that end at or
+    before ``i``. Same result as ``tokens_to_bytes`` then the batch parser, without the
+    [width, L] byte layout per env, which cost more than the parse itself (parking: ~12
+    bytes of a 64-byte window)."""
+    tokens = tokens.astype(jnp.int32)
+    n, size = tokens.shape
+    live = jnp.cumprod(tokens != pad_id, axis=1).astype(bool)
+    blen = jnp.where(live, byte_lengths[tokens], 0)
+    ends = jnp.cumsum(blen, axis=1)
+    begins = ends - blen
+    length = ends[:, -1] if size else jnp.zeros((n,), jnp.int32)
+    steps = jnp.minimum(jnp.max(length, initial=0), width)
+    rows = jnp.arange(n)
+
+    def body(loop):
+        i, carry = loop
+        k = jnp.minimum(jnp.sum(ends <= i, axis=1), size - 1)
+        off = jnp.clip(i - begins[rows, k], 0, byte_table.shape[1] - 1)
+        on = i < length
+        c = jnp.where(on, byte_table[tokens[rows, k], off].astype(jnp.int32), 0)
+        carry, _ = _py_step(carry, (c, on))  # every op is elementwise over the batch
+        return i + 1, carry
+
+    _, carry = jax.lax.while_loop(lambda loop: loop[0] < steps, body, (jnp.int32(0), _py_init(length)))
+    return _py_result(carry, length, width)
+
+
 def find_pair(text: jax.Array, length: jax.Array, grammar: str = "optimization"):
     """``(found bool, values float32[2])`` of one text (``uint8[W]`` bytes and its byte length).
 
@@ -526,8 +557,8 @@ class VectorActionParser(_TokenParser):
         return parse_vector_text(text, length)
 
     def parse_batch(self, tokens: jax.Array) -> jax.Array:
-        text, length = jax.vmap(self.bytes)(tokens)
-        return find_pair_python_list_batch(text, length)[1]
+        return find_pair_python_list_tokens(tokens, jnp.asarray(self._table), jnp.asarray(self._lengths),
+                                            self.pad_id, self.width)[1]
 
 
 def parse_optimization_action(tokens: jax.Array, parser: OptimizationActionParser) -> dict:

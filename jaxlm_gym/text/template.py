@@ -94,15 +94,25 @@ class Num(Node):
     """The float fact ``key`` written with ``decimals`` (0..4) decimals after ``prefix``
     (``""``, ``" "``, or punctuation such as ``"["``: a sign merges with punctuation
     before it, so that punctuation belongs to the number); rendered and tokenized
-    in-graph (see ``numbers``)."""
+    in-graph (see ``numbers``).
+
+    ``fast_digits`` (1..4, optional) is a promise about the usual values, not a limit: when
+    every number of a batch is finite with at most that many integer digits, the batch takes
+    a faster layout (tighter bounds on where the later pieces lie); any other value (larger,
+    nan, inf) is still written exactly, by the general path. Unset: the fast path covers
+    integer parts below 10**4, nan and inf."""
 
     key: str
     decimals: int = 2
     prefix: str = " "
+    fast_digits: int | None = None
 
     def __post_init__(self):
         if isinstance(self.decimals, bool) or not isinstance(self.decimals, int) or not 0 <= self.decimals <= 4:
             raise ValueError(f"Num {self.key!r}: decimals must be an int in 0..4, got {self.decimals!r}")
+        if self.fast_digits is not None and (isinstance(self.fast_digits, bool) or not isinstance(
+                self.fast_digits, int) or not 1 <= self.fast_digits <= 4):
+            raise ValueError(f"Num {self.key!r}: fast_digits must be None or an int in 1..4, got {self.fast_digits!r}")
         if not _NUM_PREFIX.fullmatch(self.prefix):
             raise ValueError(f"Num {self.key!r}: prefix must be '', ' ' or up to 3 punctuation marks (other than "
                              f"'-+.') after an optional space, like '[' or ' ('; got {self.prefix!r}")
@@ -147,6 +157,12 @@ class Piece:
     span: SpanFn | None = None  # None: at the node's start, as long as its longest choice
 
 
+def num_low(num_bound) -> Callable[["Num"], int] | None:
+    """The lower bound of a number's length that a ``num_bound`` carries (its ``low``
+    attribute), if any: a layout that knows more about its numbers passes both."""
+    return getattr(num_bound, "low", None)
+
+
 def _const(v):
     return lambda f: v
 
@@ -181,7 +197,7 @@ def flatten(node: Node, xp) -> list[Piece]:
         out: list[Piece] = []
         for k, part in enumerate(node.parts):
             before = node.parts[:k]
-            lo = lambda m, nb, before=before: sum(shortest(q, m) for q in before)  # noqa: E731
+            lo = lambda m, nb, before=before: sum(shortest(q, m, num_low(nb)) for q in before)  # noqa: E731
             hi = lambda m, nb, before=before: sum(longest(q, m, nb) for q in before)  # noqa: E731
             out.extend(_shifted(piece, lo, hi) if k else piece for piece in flatten(part, xp))
         return out
@@ -199,7 +215,7 @@ def flatten(node: Node, xp) -> list[Piece]:
             # Piece i of the switch sits after piece i - 1 of the active case: where that
             # case's piece i sits, or after the whole case when it has fewer pieces (then
             # it writes nothing, but a fused group starting there may).
-            spans = [piece_span(fl[i], m, nb) if len(fl) > i else (shortest(child, m), 0)
+            spans = [piece_span(fl[i], m, nb) if len(fl) > i else (shortest(child, m, num_low(nb)), 0)
                      for (_, fl), (_, child) in zip(flats, cases)]
             if nullable:
                 spans.append((0, 0))
@@ -355,20 +371,20 @@ def choice_keys(node: Node) -> set[str]:
     return set()
 
 
-def shortest(node: Node, measure: Callable[[str], int]) -> int:
-    """Lower bound of ``measure`` over all renderings of ``node`` (a number: 1)."""
+def shortest(node: Node, measure: Callable[[str], int], num_low: Callable[["Num"], int] | None = None) -> int:
+    """Lower bound of ``measure`` over all renderings of ``node`` (a number: ``num_low``, or 1)."""
     if isinstance(node, Lit):
         return measure(node.text)
     if isinstance(node, Slot):
         return min(measure(c) for c in node.choices)
     if isinstance(node, Num):
-        return 1
+        return 1 if num_low is None else num_low(node)
     if isinstance(node, Seq):
-        return sum(shortest(p, measure) for p in node.parts)
+        return sum(shortest(p, measure, num_low) for p in node.parts)
     if isinstance(node, Switch):
         return 0  # a fact that matches no case writes nothing
     if isinstance(node, Paraphrase):
-        return min(shortest(c, measure) for c in node.alternatives)
+        return min(shortest(c, measure, num_low) for c in node.alternatives)
     raise TypeError(f"not a template node: {node!r}")
 
 
