@@ -74,19 +74,31 @@ def _py_format(v: float, d: int) -> str:
 # Digits (in-graph, one value)
 
 
+def _fixed(x: jax.Array, decimals: int):
+    """Fixed point: the integer part split off exactly, the fraction rounded. Returns
+    ``(|x| or 0 when not finite, finite, integer part float32, fraction int32)``."""
+    scale = np.float32(10.0**decimals)
+    finite = jnp.isfinite(x)
+    a_f = jnp.where(finite, jnp.abs(x), 0.0)
+    ip = jnp.floor(jnp.minimum(a_f, 2e9))
+    fq = jnp.round((a_f - ip) * scale).astype(jnp.int32)
+    carry = fq >= int(scale)
+    return a_f, finite, ip + carry, jnp.where(carry, 0, fq)
+
+
+def _signed(x, kind, ival, fval, **more) -> dict[str, jax.Array]:
+    """The fields dict; a value that rounds to zero (and nan) is unsigned."""
+    nonzero = (ival > 0) | (fval > 0) | (kind == INF)
+    neg = (x < 0) & nonzero & (kind != NAN)
+    return {"kind": kind.astype(jnp.int32), "neg": neg, "ival": ival.astype(jnp.int32),
+            "fval": fval.astype(jnp.int32), **more}
+
+
 def fields(x: jax.Array, decimals: int) -> dict[str, jax.Array]:
     """The parts of the text of ``x``: kind, sign, integer part, fraction, exponent."""
     x = jnp.asarray(x, jnp.float32)
     scale = np.float32(10.0**decimals)
-    a = jnp.abs(x)
-    finite = jnp.isfinite(x)
-    a_f = jnp.where(finite, a, 0.0)
-    # Fixed point: split the integer part off exactly, round the fraction.
-    ip = jnp.floor(jnp.minimum(a_f, 2e9))
-    fq = jnp.round((a_f - ip) * scale).astype(jnp.int32)
-    carry = fq >= int(scale)
-    ip = ip + carry
-    fq = jnp.where(carry, 0, fq)
+    a_f, finite, ip, fq = _fixed(x, decimals)
     is_sci = finite & (ip >= 1e9)
     # Scientific: mantissa in [1, 10) rounded to ``decimals``, exponent >= 9.
     e = jnp.clip(jnp.floor(jnp.log10(jnp.maximum(a_f, 1.0))).astype(jnp.int32), 0, 38)
@@ -100,10 +112,7 @@ def fields(x: jax.Array, decimals: int) -> dict[str, jax.Array]:
     kind = jnp.where(jnp.isnan(x), NAN, jnp.where(~finite, INF, jnp.where(is_sci, SCI, FIXED)))
     ival = jnp.where(kind == SCI, mq // int(scale), ip.astype(jnp.int32))
     fval = jnp.where(kind == SCI, mq % int(scale), fq)
-    nonzero = (ival > 0) | (fval > 0) | (kind == INF)
-    neg = (x < 0) & nonzero & (kind != NAN)
-    return {"kind": kind.astype(jnp.int32), "neg": neg, "ival": ival.astype(jnp.int32),
-            "fval": fval.astype(jnp.int32), "exp": e.astype(jnp.int32)}
+    return _signed(x, kind, ival, fval, exp=e.astype(jnp.int32))
 
 
 def fixed_fields(x: jax.Array, decimals: int) -> dict[str, jax.Array]:
@@ -113,19 +122,9 @@ def fixed_fields(x: jax.Array, decimals: int) -> dict[str, jax.Array]:
     SCI. It skips the logarithm, division and power lookups of the scientific path,
     half the cost of ``fields`` on CPU (parking renders 12 numbers per step)."""
     x = jnp.asarray(x, jnp.float32)
-    scale = np.float32(10.0**decimals)
-    a = jnp.abs(x)
-    finite = jnp.isfinite(x)
-    a_f = jnp.where(finite, a, 0.0)
-    ip = jnp.floor(jnp.minimum(a_f, 2e9))
-    fq = jnp.round((a_f - ip) * scale).astype(jnp.int32)
-    carry = fq >= int(scale)
-    ival = (ip + carry).astype(jnp.int32)
-    fval = jnp.where(carry, 0, fq)
+    _, finite, ip, fq = _fixed(x, decimals)
     kind = jnp.where(jnp.isnan(x), NAN, jnp.where(~finite, INF, FIXED))
-    nonzero = (ival > 0) | (fval > 0) | (kind == INF)
-    neg = (x < 0) & nonzero & (kind != NAN)
-    return {"kind": kind.astype(jnp.int32), "neg": neg, "ival": ival, "fval": fval.astype(jnp.int32)}
+    return _signed(x, kind, ip.astype(jnp.int32), fq)
 
 
 def _digits(v: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
