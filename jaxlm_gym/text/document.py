@@ -196,15 +196,15 @@ class CompiledText:
                 if num.decimals else []
             key = (*spec, num.fast_digits)
             if key not in sizes:
-                n_int = c.int_tab.shape[1]  # 10**TABLE_DIGITS rows, then nan, inf
-                if num.fast_digits is None:
-                    allowed = [len(r) for r in runs]
+                n_int = c.int_tab.shape[1]  # 10**TABLE_DIGITS rows, then nan, inf (unsigned, then signed)
+                top = numbers._NAN_ROW if num.fast_digits is None else 10**num.fast_digits
+                ints = [len(r) for neg in (0, 1) for r in runs[neg * n_int:neg * n_int + top]]
+                lo = min(ints) + min(map(len, fracs), default=0)
+                hi = max(ints) + max(map(len, fracs), default=0)
+                if num.fast_digits is None:  # nan / inf: one run, no fraction
                     special = [len(r) for neg in (0, 1) for r in runs[neg * n_int + numbers._NAN_ROW:(neg + 1) * n_int]]
-                    lo = min(min(special), min(allowed[:numbers._NAN_ROW]) + min(map(len, fracs), default=0))
-                else:
-                    allowed = [len(r) for neg in (0, 1) for r in runs[neg * n_int:neg * n_int + 10**num.fast_digits]]
-                    lo = min(allowed) + min(map(len, fracs), default=0)
-                sizes[key] = (lo, max(allowed) + max(map(len, fracs), default=0))
+                    lo, hi = min(lo, min(special)), max(hi, max(special))
+                sizes[key] = (lo, hi)
             if spec in bases:
                 continue
             base_a = rows
