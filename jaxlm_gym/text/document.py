@@ -186,6 +186,9 @@ class CompiledText:
         sizes: dict[tuple[int, str, int | None], tuple[int, int]] = {}  # + fast_digits -> shortest, longest
         for num in self.nums:
             spec = (num.decimals, num.prefix)
+            key = (*spec, num.fast_digits)
+            if key in sizes and spec in bases:
+                continue
             c = numbers.codec(tok, num.decimals, num.prefix)
             runs = []
             for neg in (0, 1):
@@ -194,7 +197,6 @@ class CompiledText:
                 runs += [lead + list(c.int_tab[space, r, : c.int_len[space, r]]) for r in range(c.int_tab.shape[1])]
             fracs = [list(c.point) + list(c.frac_tab[v, : c.frac_len[v]]) for v in range(10**num.decimals)] \
                 if num.decimals else []
-            key = (*spec, num.fast_digits)
             if key not in sizes:
                 n_int = c.int_tab.shape[1]  # 10**TABLE_DIGITS rows, then nan, inf (unsigned, then signed)
                 top = numbers._NAN_ROW if num.fast_digits is None else 10**num.fast_digits

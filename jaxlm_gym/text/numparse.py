@@ -416,23 +416,28 @@ def find_pair_python_list(text: jax.Array, length: jax.Array):
     return _py_result(carry, length, w)
 
 
+def _py_batch_loop(byte_at, length: jax.Array, width: int):
+    """The ``python_list`` DFA over a batch, byte by byte, stopping after the batch's
+    longest text (at most ``width`` bytes). ``byte_at(i) -> int32[N]``: byte ``i`` of every
+    text (any value past a text's length: it is masked here)."""
+    steps = jnp.minimum(jnp.max(length, initial=0), width)
+
+    def body(loop):
+        i, carry = loop
+        on = i < length
+        carry, _ = _py_step(carry, (jnp.where(on, byte_at(i), 0), on))  # every op is elementwise over the batch
+        return i + 1, carry
+
+    _, carry = jax.lax.while_loop(lambda loop: loop[0] < steps, body, (jnp.int32(0), _py_init(length)))
+    return _py_result(carry, length, width)
+
+
 def find_pair_python_list_batch(text: jax.Array, length: jax.Array):
     """``find_pair_python_list`` of a batch (``uint8[N, W]``, ``int32[N]``): ``(bool[N],
     float32[N, 2])``. The byte loop stops after the batch's longest text instead of
     running all W steps (parking's actions are ~12 of 64 bytes)."""
-    w = text.shape[1]
-    length = length.astype(jnp.int32)
-    b = jax.vmap(_clean)(text, length).T  # [W, N]: one row per loop step
-    live = jnp.arange(w)[:, None] < length[None, :]
-    steps = jnp.minimum(jnp.max(length, initial=0), w)
-
-    def body(loop):
-        i, carry = loop
-        carry, _ = _py_step(carry, (b[i], live[i]))  # every op is elementwise over the batch
-        return i + 1, carry
-
-    _, carry = jax.lax.while_loop(lambda loop: loop[0] < steps, body, (jnp.int32(0), _py_init(length)))
-    return _py_result(carry, length, w)
+    b = text.astype(jnp.int32).T  # [W, N]: one row per loop step
+    return _py_batch_loop(lambda i: b[i], length.astype(jnp.int32), text.shape[1])
 
 
 def find_pair_python_list_tokens(tokens: jax.Array, byte_table: jax.Array, byte_lengths: jax.Array, pad_id: int,
@@ -449,21 +454,15 @@ def find_pair_python_list_tokens(tokens: jax.Array, byte_table: jax.Array, byte_
     blen = jnp.where(live, byte_lengths[tokens], 0)
     ends = jnp.cumsum(blen, axis=1)
     begins = ends - blen
-    length = ends[:, -1] if size else jnp.zeros((n,), jnp.int32)
-    steps = jnp.minimum(jnp.max(length, initial=0), width)
     rows = jnp.arange(n)
 
-    def body(loop):
-        i, carry = loop
+    def byte_at(i):
         k = jnp.minimum(jnp.sum(ends <= i, axis=1), size - 1)
         off = jnp.clip(i - begins[rows, k], 0, byte_table.shape[1] - 1)
-        on = i < length
-        c = jnp.where(on, byte_table[tokens[rows, k], off].astype(jnp.int32), 0)
-        carry, _ = _py_step(carry, (c, on))  # every op is elementwise over the batch
-        return i + 1, carry
+        return byte_table[tokens[rows, k], off].astype(jnp.int32)
 
-    _, carry = jax.lax.while_loop(lambda loop: loop[0] < steps, body, (jnp.int32(0), _py_init(length)))
-    return _py_result(carry, length, width)
+    length = ends[:, -1] if size else jnp.zeros((n,), jnp.int32)
+    return _py_batch_loop(byte_at, length, width)
 
 
 def find_pair(text: jax.Array, length: jax.Array, grammar: str = "optimization"):
