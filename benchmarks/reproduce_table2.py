@@ -163,7 +163,7 @@ def run_value(task: str, args, algo: str) -> dict:
     cfg = ValueRunConfig(algo=algo, task=task, seed=args.seed, data_envs=args.data_envs, data_steps=args.data_steps,
                          epsilon=_epsilon(task, args), num_updates=args.value_updates, chunk=args.chunk,
                          batch_size=args.value_batch, beta=args.beta, cql_weight=args.cql_weight,
-                         polyak_alpha=args.polyak_alpha, greedy=True, eval_rollouts=GREEDY_ROLLOUTS.get(task, 1),
+                         polyak_alpha=args.polyak_alpha, lr=args.value_lr, value_init=args.value_init, greedy=True, eval_rollouts=GREEDY_ROLLOUTS.get(task, 1),
                          metrics_path=args.metrics,
                          progress=not args.no_progress, **_task_config(task, args))
     out = train_value(cfg, bc=bc)
@@ -218,6 +218,10 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=None, help="BC lr; default: the task's BC preset")
     p.add_argument("--value-updates", type=int, default=2000, help="MC / ILQL updates")
     p.add_argument("--value-batch", type=int, default=None, help="MC / ILQL batch; default: the preset's (32)")
+    p.add_argument("--value-lr", type=float, default=None, help="MC / ILQL lr; default: the task's preset")
+    p.add_argument("--value-init", default="bc", choices=["bc", "scratch"],
+                   help="MC / ILQL value model's GPT-2 base: a copy of the BC model (the reference) or a fresh one "
+                        "(see the README's maze FO section)")
     p.add_argument("--beta", type=float, default=None, help="decoding beta; default: the preset's (maze: 8)")
     p.add_argument("--cql-weight", type=float, default=None,
                    help="MC / ILQL CQL weight; default: the preset's (maze: 0; see the README on why we use 1)")

@@ -62,6 +62,7 @@ from learners.train_bc import (
 )
 
 ALGOS = ("ilql", "mc")
+VALUE_INITS = ("bc", "scratch")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,9 @@ class ValueRunConfig:
     n_layer: int = 2
     n_head: int = 2
     n_embd: int = 64
+    # the value model's GPT-2 base: "bc" copies the BC model (the reference), "scratch" starts from a fresh
+    # initialisation (pi_beta is the BC model either way)
+    value_init: str = "bc"
     # optimisation and loss (None = preset)
     lr: float | None = None
     batch_size: int | None = None
@@ -110,6 +114,8 @@ class ValueRunConfig:
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
         check_task(self)
+        if self.value_init not in VALUE_INITS:
+            raise ValueError(f"value_init must be one of {VALUE_INITS}, got {self.value_init!r}")
         for name in ("data_envs", "data_steps", "num_updates", "chunk", "eval_rollouts", "bc_updates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -218,7 +224,7 @@ def train_value(cfg: ValueRunConfig, bc: dict | None = None) -> dict:
     # ---- value model from the BC model
     heads = ILQL_HEADS if cfg.algo == "ilql" else MC_HEADS
     apply_fn = make_value_apply_fn(mcfg, heads)
-    params = init_value_model(mcfg, k_init, bc["params"], heads)
+    params = init_value_model(mcfg, k_init, bc["params"] if cfg.value_init == "bc" else None, heads)
     tx = make_optimizer(preset.lr, preset.weight_decay, preset.grad_accum_steps)
     if cfg.algo == "ilql":
         state = ILQLState.create(apply_fn=apply_fn, params=params, tx=tx)
