@@ -163,7 +163,8 @@ def run_value(task: str, args, algo: str) -> dict:
     cfg = ValueRunConfig(algo=algo, task=task, seed=args.seed, data_envs=args.data_envs, data_steps=args.data_steps,
                          epsilon=_epsilon(task, args), num_updates=args.value_updates, chunk=args.chunk,
                          batch_size=args.value_batch, beta=args.beta, cql_weight=args.cql_weight,
-                         polyak_alpha=args.polyak_alpha, lr=args.value_lr, value_init=args.value_init, greedy=True, eval_rollouts=GREEDY_ROLLOUTS.get(task, 1),
+                         polyak_alpha=args.polyak_alpha, lr=args.value_lr, value_init=args.value_init,
+                         greedy=True, eval_rollouts=GREEDY_ROLLOUTS.get(task, 1),
                          metrics_path=args.metrics,
                          progress=not args.no_progress, **_task_config(task, args))
     out = train_value(cfg, bc=bc)
