@@ -172,6 +172,16 @@ def test_value_learners_train_from_the_bc_model(bc_run, algo):
         train_value(ValueRunConfig(algo=algo, **{**TINY, "seed": 3}, num_updates=2, chunk=2), bc=bc)
 
 
+def test_value_model_base_is_the_bc_model_or_a_fresh_one(bc_run):
+    _, bc = bc_run
+    for init in ("bc", "scratch"):  # a negligible lr: the base stays (within allclose) as it started
+        out = train_value(ValueRunConfig(algo="mc", **TINY, num_updates=2, chunk=2, batch_size=8, lr=1e-12,
+                                         value_init=init), bc=bc)
+        assert _changed(out["params"]["base"], bc["params"]) == (init == "scratch"), init
+    with pytest.raises(ValueError, match="value_init must be one of"):
+        ValueRunConfig(value_init="bc_filtered")
+
+
 @pytest.mark.parametrize("algo", ["ppo", "online_filtered_bc"])
 def test_online_learners_train_from_the_bc_model(bc_run, algo):
     _, bc = bc_run
@@ -189,8 +199,10 @@ def test_online_learners_train_from_the_bc_model(bc_run, algo):
 def test_command_lines_parse_into_run_configs():
     from learners.loop import config_from_cli
 
-    cfg = config_from_cli(ValueRunConfig, ["--algo", "mc", "--cql-weight", "1", "--bos", "false", "--eval-every", "3"])
-    assert (cfg.algo, cfg.cql_weight, cfg.bos, cfg.eval_every, cfg.lr) == ("mc", 1.0, False, 3, None)
+    cfg = config_from_cli(ValueRunConfig, ["--algo", "mc", "--cql-weight", "1", "--bos", "false", "--eval-every", "3",
+                                           "--value-init", "scratch"])
+    assert (cfg.algo, cfg.cql_weight, cfg.bos, cfg.eval_every, cfg.lr, cfg.value_init) == ("mc", 1.0, False, 3, None,
+                                                                                           "scratch")
     cfg = config_from_cli(BCRunConfig, ["--filter", "last_reward", "--checkpoint-dir", "/tmp/x",
                                         "--data-parallel", "1"])
     assert (cfg.filter, cfg.checkpoint_dir, cfg.data_parallel, cfg.num_updates) == ("last_reward", "/tmp/x", True, 1000)
