@@ -4,9 +4,11 @@ trained from the BC model -> evaluation with value-guided decoding.
     python -m learners.train_value --algo ilql --num-updates 2000
     python -m learners.train_value --algo mc --task text-nav-fo --epsilon 0.5
 
-1. **BC first.** As the reference, the value model's GPT-2 base starts from the BC model, and the frozen BC
-   model is ``pi_beta`` at decoding time. ``train_value(cfg, bc=...)`` takes a finished ``train_bc`` run
-   (same task, seed and data settings); without one it trains BC first with ``cfg.bc_updates`` updates.
+1. **BC first.** As the reference, the value model's GPT-2 base starts from the BC model (``value_init="bc"``;
+   ``"scratch"`` starts it from a fresh initialisation, which is what gets maze FO ILQL to 90 on average with
+   our from-scratch BC models: see the README), and the frozen BC model is ``pi_beta`` at decoding time.
+   ``train_value(cfg, bc=...)`` takes a finished ``train_bc`` run (same task, seed and data settings); without
+   one it trains BC first with ``cfg.bc_updates`` updates.
 2. **Data.** The same in-graph dataset as BC (same key, so the same transitions), laid out one transition per
    row ``[BOS] obs action`` (``value_batch``):
    - ILQL: each row also carries the *next* row's prompt (``next_input_ids``), so ``Q(s, a)`` bootstraps from
