@@ -54,7 +54,7 @@ from learners.presets import get_preset
 from learners.rollout import make_token_policy, make_value_policy, stop_token_id
 from learners.train_bc import BCRunConfig, evaluate_policy, make_eval_env, train_bc
 from learners.train_online import OnlineRunConfig, train_online
-from learners.train_value import ValueRunConfig, train_value
+from learners.train_value import VALUE_INITS, ValueRunConfig, train_value
 
 #: The seed paper's Table 2 (normalised scores), for comparison.
 SEED_TABLE2 = {
@@ -220,7 +220,7 @@ def main(argv=None):
     p.add_argument("--value-updates", type=int, default=2000, help="MC / ILQL updates")
     p.add_argument("--value-batch", type=int, default=None, help="MC / ILQL batch; default: the preset's (32)")
     p.add_argument("--value-lr", type=float, default=None, help="MC / ILQL lr; default: the task's preset")
-    p.add_argument("--value-init", default="bc", choices=["bc", "scratch"],
+    p.add_argument("--value-init", default="bc", choices=VALUE_INITS,
                    help="MC / ILQL value model's GPT-2 base: a copy of the BC model (the reference) or a fresh one "
                         "(see the README's maze FO section)")
     p.add_argument("--beta", type=float, default=None, help="decoding beta; default: the preset's (maze: 8)")
