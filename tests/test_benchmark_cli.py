@@ -38,3 +38,16 @@ def test_throughput_cli_rejects_short_runs(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--allow-short" in proc.stderr
     assert not (tmp_path / "t.json").exists()
+
+
+def test_step_breakdown_cli_smoke(tmp_path):
+    out_json = tmp_path / "b.json"
+    cmd = [sys.executable, "benchmarks/step_breakdown.py", "--env", "maze-fo", "--feedback", "none",
+           "--num-envs", "2", "--steps", "3", "--repeats", "1", "--json", str(out_json)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out_json.read_text())
+    assert data["env"] == "maze-fo" and data["width"] > 0 and {"machine", "command"} <= set(data)
+    assert {"write floor", "core step", "core reset", "symbolic VecEnv step", "tokens VecEnv step"} <= set(data["ms"])
+    assert all(v > 0 for v in data["ms"].values())
+    assert "| write floor |" in proc.stdout
