@@ -1,5 +1,5 @@
 """Where a tokens-mode step of one env spends its time, in the setting of ``throughput.py``
-(random index actions, the whole observation consumed by a sum, best of a few calls):
+(random actions, the whole observation consumed by a sum, best of a few calls):
 
 * ``write floor``: a program that only writes a buffer of the env's width (int32 tokens and a
   bool mask, one trivial function of a per-env counter per position) and sums it: what any
@@ -34,24 +34,17 @@ import jax.numpy as jnp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jaxlm_gym  # noqa: E402
-from benchmarks.throughput import _leaf_sum, _random_actions, machine_info, make_run_jaxlm  # noqa: E402
+from benchmarks.throughput import _leaf_sum, _random_actions, machine_info, make_run_jaxlm, measure  # noqa: E402
 
 
-def best_seconds(run, repeats: int) -> float:
-    """Best wall time of ``repeats`` calls of ``jit(run)(key)``, after a warm-up call."""
-    f = jax.jit(run)
-    jax.block_until_ready(f(jax.random.key(0)))
-    best = float("inf")
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(jax.random.key(i + 1)))
-        best = min(best, time.perf_counter() - t0)
-    return best
+def per_step(run, steps: int, repeats: int) -> float:
+    """Seconds per step of ``run`` (a scan of ``steps`` steps), best of ``repeats`` timed calls."""
+    return min(measure(run, 1, steps, repeats)["seconds"]) / steps
 
 
 def scan_run(body, init, steps: int):
     def run(key):
-        return jax.lax.scan(body, init, jax.random.split(key, steps))[0]
+        return jax.lax.scan(body, init, jax.random.split(key, steps))[0][1]
     return run
 
 
@@ -74,7 +67,7 @@ def breakdown(env_id: str, num_envs: int, steps: int, repeats: int, feedback: st
         tokens = (count[:, None] * 31 + pos[None, :]) % 50257
         mask = pos[None, :] < (count[:, None] % width)
         return (count, acc + _leaf_sum((tokens, mask))), None
-    ms["write floor"] = best_seconds(scan_run(floor_body, (jnp.zeros(n, jnp.int32), 0.0), steps), repeats) / steps
+    ms["write floor"] = per_step(scan_run(floor_body, (jnp.zeros(n, jnp.int32), 0.0), steps), steps, repeats)
 
     _, sym_state = jax.jit(sym.reset)(jax.random.key(0))
     core_state = sym.core_state(sym_state)
@@ -84,16 +77,16 @@ def breakdown(env_id: str, num_envs: int, steps: int, repeats: int, feedback: st
         a = _random_actions(k, n, num_actions)
         o, s, r, _, _ = jax.vmap(env.step_env, in_axes=(0, 0, 0, None))(jax.random.split(k, n), s, a, params)
         return (s, acc + _leaf_sum(o["symbolic"]) + r.sum()), None
-    ms["core step"] = best_seconds(scan_run(core_step_body, (core_state, 0.0), steps), repeats) / steps
+    ms["core step"] = per_step(scan_run(core_step_body, (core_state, 0.0), steps), steps, repeats)
 
-    def core_reset_body(acc, k):
+    def core_reset_body(carry, k):
         o, s = jax.vmap(env.reset_env, in_axes=(0, None))(jax.random.split(k, n), params)
-        return acc + _leaf_sum(o["symbolic"]) + _leaf_sum(s), None
+        return (carry[0], carry[1] + _leaf_sum(o["symbolic"]) + _leaf_sum(s)), None
     reset_steps = max(steps // 10, 2)
-    ms["core reset"] = best_seconds(scan_run(core_reset_body, 0.0, reset_steps), repeats) / reset_steps
+    ms["core reset"] = per_step(scan_run(core_reset_body, (0, 0.0), reset_steps), reset_steps, repeats)
 
     for mode in ("symbolic", "tokens"):
-        ms[f"{mode} VecEnv step"] = best_seconds(make_run_jaxlm(env_id, n, mode, steps, feedback), repeats) / steps
+        ms[f"{mode} VecEnv step"] = per_step(make_run_jaxlm(env_id, n, mode, steps, feedback), steps, repeats)
 
     def body(carry, k):
         s, acc = carry
@@ -109,8 +102,8 @@ def breakdown(env_id: str, num_envs: int, steps: int, repeats: int, feedback: st
     out["first_done_step"] = h
     out["steps_with_a_done_env"] = int(any_done.sum())
     if h >= 2:
-        # One step timed on its own, from a state h - 1 steps in (the next step ends every
-        # episode) and from one a step in (no env ends): the two kinds of step, not a difference.
+        # One jitted step timed on its own, from a state h - 1 steps in (the next step ends
+        # every episode) and from one a step in (no env ends).
         one = jax.jit(lambda s, key: body((s, 0.0), key)[0][1])
         for name, m in (("tokens plain step", 1), ("tokens all-done step", h - 1)):
             start = advance(state, jax.random.key(1), m)
@@ -144,7 +137,8 @@ def main(argv=None) -> int:
     print(f"{out['env']}, {out['num_envs']} envs, text width {out['width']} tokens")
     print("| part | ms per step | env-steps/s |\n|---|---:|---:|")
     for name, v in out["ms"].items():
-        print(f"| {name} | {v:.2f} | {out['num_envs'] / v * 1e3:,.0f} |")
+        rate = "—" if name.endswith("over plain") else f"{out['num_envs'] / v * 1e3:,.0f}"
+        print(f"| {name} | {v:.2f} | {rate} |")
     if out["first_done_step"]:
         print(f"(first step with a done env: {out['first_done_step']}; steps with a done env: "
               f"{out['steps_with_a_done_env']} of {args.steps})")
