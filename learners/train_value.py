@@ -5,8 +5,9 @@ trained from the BC model -> evaluation with value-guided decoding.
     python -m learners.train_value --algo mc --task text-nav-fo --epsilon 0.5
 
 1. **BC first.** As the reference, the value model's GPT-2 base starts from the BC model (``value_init="bc"``;
-   ``"scratch"`` starts it from a fresh initialisation, which is what gets maze FO ILQL to 90 on average with
-   our from-scratch BC models: see the README), and the frozen BC model is ``pi_beta`` at decoding time.
+   ``"scratch"`` starts it from a fresh initialisation, which lifts maze FO ILQL on most training seeds with
+   our from-scratch BC models, not on all: see the README), and the frozen BC model is ``pi_beta`` at decoding
+   time.
    ``train_value(cfg, bc=...)`` takes a finished ``train_bc`` run (same task, seed and data settings); without
    one it trains BC first with ``cfg.bc_updates`` updates.
 2. **Data.** The same in-graph dataset as BC (same key, so the same transitions), laid out one transition per
