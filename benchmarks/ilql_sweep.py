@@ -7,8 +7,9 @@
 The BC model, the dataset and the evaluation are ``reproduce_table2.py``'s (its defaults: 1,024 envs x 128
 steps of the BFS expert diluted at 0.98, a 2-layer 64-wide GPT-2, 1,000 BC updates; sampling at temperature 1,
 32 rollouts from each of the 25 starts, two seeds). ``--configs`` is a JSON list of ``ValueRunConfig`` fields
-(``num_updates``, ``batch_size``, ``cql_weight``, ``polyak_alpha``, ``lr``, ``tau``, ...; ``"algo": "mc"`` trains
-MC returns instead of ILQL and decodes with its one Q head). ``--task`` takes every task of ``reproduce_table2``
+(``num_updates``, ``batch_size``, ``cql_weight``, ``polyak_alpha``, ``lr``, ``tau``, ``value_init``,
+``value_seed`` (another value-model start on the same data), ...; ``"algo": "mc"`` trains MC returns instead of
+ILQL and decodes with its one Q head). ``--task`` takes every task of ``reproduce_table2``
 (maze-po, wordle, text-nav-fo/po: their data, evaluation and score average as there); ``--n-layer``/``--n-embd``/
 ``--n-head`` size the BC model, which the value model copies.
 The reference decodes
@@ -48,13 +49,14 @@ def main(argv=None):
     p.add_argument("--betas", type=float, nargs="+", default=[8.0, 16.0, 32.0])
     p.add_argument("--rollouts", type=int, default=32, help="sampled rollouts per start (reference: 32)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-envs", type=int, default=1024, help="dataset size: envs x 128 steps (reproduce_table2's)")
     p.add_argument("--n-layer", type=int, default=2, help="GPT-2 layers of the BC (and so the value) model")
     p.add_argument("--n-embd", type=int, default=64, help="GPT-2 width")
     p.add_argument("--n-head", type=int, default=2, help="GPT-2 attention heads")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     configs = json.loads(a.configs)
-    args = types.SimpleNamespace(seed=a.seed, data_envs=1024, data_steps=128, epsilon=a.epsilon,
+    args = types.SimpleNamespace(seed=a.seed, data_envs=a.data_envs, data_steps=128, epsilon=a.epsilon,
                                  num_updates=a.bc_updates, chunk=100, lr=None, metrics=None, no_progress=True,
                                  rollouts=a.rollouts,
                                  wordle_word_list=a.wordle_word_list)

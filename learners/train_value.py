@@ -88,6 +88,9 @@ class ValueRunConfig:
     # the value model's GPT-2 base: "bc" copies the BC model (the reference), "scratch" starts from a fresh
     # initialisation (pi_beta is the BC model either way)
     value_init: str = "bc"
+    # key of the value model's initialisation and minibatch order (None: ``seed``); the data, the BC model and
+    # the evaluation keep ``seed``'s keys, so two runs differing only here train on the same transitions
+    value_seed: int | None = None
     # optimisation and loss (None = preset)
     lr: float | None = None
     batch_size: int | None = None
@@ -214,6 +217,8 @@ def train_value(cfg: ValueRunConfig, bc: dict | None = None) -> dict:
     key = jax.random.PRNGKey(cfg.seed)
     k_data, _k_init, _k_train, _k_eval = jax.random.split(key, 4)  # the BC run's data key
     k_init, k_train, k_eval = jax.random.split(jax.random.fold_in(key, 7), 3)
+    if cfg.value_seed is not None:  # same data and evaluation, another value-model start and batch order
+        k_init, k_train, _ = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(cfg.value_seed), 7), 3)
 
     # ---- data: the BC run's transitions
     data_env, traj, _vocab, bos, data_stats = task_data(cfg.task, cfg.data_envs, cfg.data_steps, cfg.epsilon,

@@ -182,6 +182,18 @@ def test_value_model_base_is_the_bc_model_or_a_fresh_one(bc_run):
         ValueRunConfig(value_init="bc_filtered")
 
 
+def test_value_seed_moves_only_the_value_model_start(bc_run):
+    _, bc = bc_run
+    kw = dict(algo="mc", **TINY, num_updates=2, chunk=2, batch_size=8, value_init="scratch")
+    runs = [train_value(ValueRunConfig(**kw, value_seed=s), bc=bc) for s in (None, TINY.get("seed", 0), 5)]
+    leaves = [jax.tree.leaves(r["params"]) for r in runs]
+    for x, y in zip(leaves[0], leaves[1]):  # value_seed == seed: the default run
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert _changed(runs[2]["params"]["base"], runs[0]["params"]["base"])
+    facts = ("rows", "episodes", "mean_step_reward", "mean_return")  # same transitions (timings differ)
+    assert {k: runs[2]["data"].get(k) for k in facts} == {k: runs[0]["data"].get(k) for k in facts}
+
+
 @pytest.mark.parametrize("algo", ["ppo", "online_filtered_bc"])
 def test_online_learners_train_from_the_bc_model(bc_run, algo):
     _, bc = bc_run
