@@ -79,6 +79,8 @@ def main(argv=None):
                "model": {"n_layer": a.n_layer, "n_embd": a.n_embd, "n_head": a.n_head},
                "train_s": time.perf_counter() - t1,
                "score_greedy": out["score"], "loss_last": out["loss_last_chunk"], "sampled": {}}
+        if out.get("lm_losses"):  # value_init "lm": the pretraining's first and last chunk losses
+            row["lm_loss_first_last"] = [out["lm_losses"][0], out["lm_losses"][-1]]
         heads = ("q1", "q2") if algo == "ilql" else ("q",)
         if a.task == "maze-fo":  # where the Q argmax goes wrong, cell by cell
             row["q_map"] = q_map(a.task, out["model"], out["vocab"], out["params"], heads=heads)

@@ -6,8 +6,8 @@ trained from the BC model -> evaluation with value-guided decoding.
 
 1. **BC first.** As the reference, the value model's GPT-2 base starts from the BC model (``value_init="bc"``;
    ``"scratch"`` starts it from a fresh initialisation, which lifts maze FO ILQL on most training seeds with
-   our from-scratch BC models, not on all: see the README), and the frozen BC model is ``pi_beta`` at decoding
-   time.
+   our from-scratch BC models, not on all: see the README; ``"lm"`` starts it from a GPT-2 pretrained on the
+   data's transition texts, ``learners.pretrain``), and the frozen BC model is ``pi_beta`` at decoding time.
    ``train_value(cfg, bc=...)`` takes a finished ``train_bc`` run (same task, seed and data settings); without
    one it trains BC first with ``cfg.bc_updates`` updates.
 2. **Data.** The same in-graph dataset as BC (same key, so the same transitions), laid out one transition per
@@ -53,6 +53,7 @@ from learners.mc import mc_loss_fn, returns_to_go
 from learners.models import GPT2Config
 from learners.models.heads import ILQL_HEADS, MC_HEADS, init_value_model, make_value_apply_fn
 from learners.presets import get_preset
+from learners.pretrain import pretrain_lm, transition_rows
 from learners.rollout import Trajectory, VocabMap, bc_batch, make_value_policy, stop_token_id
 from learners.train_bc import (
     BCRunConfig,
@@ -65,7 +66,7 @@ from learners.train_bc import (
 )
 
 ALGOS = ("ilql", "mc")
-VALUE_INITS = ("bc", "scratch")
+VALUE_INITS = ("bc", "scratch", "lm")
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,12 @@ class ValueRunConfig:
     n_head: int = 2
     n_embd: int = 64
     # the value model's GPT-2 base: "bc" copies the BC model (the reference), "scratch" starts from a fresh
-    # initialisation (pi_beta is the BC model either way)
+    # initialisation, "lm" from a GPT-2 pretrained on the data's transition texts (``learners.pretrain``;
+    # lm_updates x lm_batch at lm_lr); pi_beta is the BC model in every case
     value_init: str = "bc"
+    lm_updates: int = 2000
+    lm_batch: int = 64
+    lm_lr: float = 1e-3
     # key of the value model's initialisation and minibatch order (None: ``seed``); the data, the BC model and
     # the evaluation keep ``seed``'s keys, so two runs differing only here train on the same transitions
     value_seed: int | None = None
@@ -122,7 +127,8 @@ class ValueRunConfig:
         check_task(self)
         if self.value_init not in VALUE_INITS:
             raise ValueError(f"value_init must be one of {VALUE_INITS}, got {self.value_init!r}")
-        for name in ("data_envs", "data_steps", "num_updates", "chunk", "eval_rollouts", "bc_updates"):
+        for name in ("data_envs", "data_steps", "num_updates", "chunk", "eval_rollouts", "bc_updates", "lm_updates",
+                     "lm_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_updates % self.chunk:
@@ -225,6 +231,15 @@ def train_value(cfg: ValueRunConfig, bc: dict | None = None) -> dict:
                                                         k_data, cfg.bos, **task_config(cfg))
     average = data_stats["score_average"]
     data = value_batch(traj, vocab, cfg.algo, preset.gamma)
+    lm_losses = None
+    if cfg.value_init == "lm":  # pretrain the value model's GPT-2 on the transition texts
+        t_lm = time.perf_counter()
+        lm_rows = transition_rows(traj, vocab, mcfg.n_positions, drop_next_first=bos is not None)
+        lm_params, lm_losses = pretrain_lm(mcfg, lm_rows, jax.random.fold_in(k_init, 1), cfg.lm_updates,
+                                           cfg.lm_batch, cfg.lm_lr, chunk=cfg.chunk)
+        del lm_rows
+        log(event="lm_pretrain", loss_first_chunk=lm_losses[0], loss_last_chunk=lm_losses[-1],
+            wall_s=time.perf_counter() - t_lm)
     del traj
     data_stats = {**data_stats, "rows": int(data["input_ids"].shape[0])}
     log(event="data", **data_stats)
@@ -232,7 +247,8 @@ def train_value(cfg: ValueRunConfig, bc: dict | None = None) -> dict:
     # ---- value model from the BC model
     heads = ILQL_HEADS if cfg.algo == "ilql" else MC_HEADS
     apply_fn = make_value_apply_fn(mcfg, heads)
-    params = init_value_model(mcfg, k_init, bc["params"] if cfg.value_init == "bc" else None, heads)
+    base = {"bc": bc["params"], "scratch": None, "lm": lm_params if cfg.value_init == "lm" else None}
+    params = init_value_model(mcfg, k_init, base[cfg.value_init], heads)
     tx = make_optimizer(preset.lr, preset.weight_decay, preset.grad_accum_steps)
     if cfg.algo == "ilql":
         state = ILQLState.create(apply_fn=apply_fn, params=params, tx=tx)
@@ -280,7 +296,7 @@ def train_value(cfg: ValueRunConfig, bc: dict | None = None) -> dict:
         "eval": ev, "evals": evals,
         "eval_env_steps_per_s": None if ev2 is None else ev2["env_steps"] / ev2["wall_s"],
         "score": ev["score"], "mean_return": ev["mean_return"], "bc_score": bc["score"],
-        "wall_s": time.perf_counter() - t_start, "best_step": best_step,
+        "wall_s": time.perf_counter() - t_start, "best_step": best_step, "lm_losses": lm_losses,
     }
     log(event="summary", **{k: v for k, v in summary.items() if k not in ("evals", "eval")})
     log.close()

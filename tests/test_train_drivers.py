@@ -12,7 +12,8 @@ from learners.datasets import episode_facts, filter_steps
 from learners.ilql import perturbed_logits
 from learners.models import GPT2Config, forward, init_params
 from learners.models.heads import apply_heads, init_policy_value, init_value_model, make_policy_value_apply_fn
-from learners.rollout import VocabMap, make_value_policy
+from learners.pretrain import transition_rows
+from learners.rollout import Trajectory, VocabMap, make_value_policy
 from learners.train_bc import BCRunConfig, train_bc
 from learners.train_online import OnlineRunConfig, episode_returns_in_window, train_online
 from learners.train_value import ValueRunConfig, step_bootstraps, train_value
@@ -87,6 +88,26 @@ def _manual_choice(pi_beta, value, prompt, mask, beta):
     hid = forward(CFG, value["base"], prompt, mask).hidden[:, -1]
     q = apply_heads(CFG, value, hid, ("q1", "q2"))
     return jnp.argmax(perturbed_logits(lg, q["q1"], beta, q["q2"]), axis=-1)
+
+
+def test_transition_rows_by_hand():
+    # T = 3 steps of one env; prompts left-padded (P = 3, BOS = 1), actions right-padded (A = 2); step 1 ends the
+    # episode, so its row has no next observation
+    z = np.zeros
+    traj = Trajectory(
+        prompt_tokens=jnp.array([[[0, 1, 5]], [[1, 8, 9]], [[0, 1, 4]]]),
+        prompt_mask=jnp.array([[[0, 1, 1]], [[1, 1, 1]], [[0, 1, 1]]], bool),
+        action_tokens=jnp.array([[[7, 0]], [[6, 3]], [[2, 0]]]),
+        action_mask=jnp.array([[[1, 0]], [[1, 1]], [[1, 0]]], bool),
+        action=jnp.array(z((3, 1), np.int32)), reward=jnp.array(z((3, 1), np.float32)),
+        terminated=jnp.array([[0], [1], [0]], bool), truncated=jnp.array(z((3, 1), bool)),
+        done=jnp.array([[0], [1], [0]], bool), info={})
+    rows = transition_rows(traj, VocabMap(np.arange(10), 10), max_len=6)
+    np.testing.assert_array_equal(rows["input_ids"], [[1, 5, 7, 8, 9, 0], [1, 8, 9, 6, 3, 0]])
+    np.testing.assert_array_equal(rows["attention_mask"], [[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 0]])
+    np.testing.assert_array_equal(rows["action_mask"], rows["attention_mask"])  # the loss covers every real token
+    cut = transition_rows(traj, VocabMap(np.arange(10), 10), max_len=4)  # cut to the first max_len tokens
+    np.testing.assert_array_equal(cut["input_ids"], [[1, 5, 7, 8], [1, 8, 9, 6]])
 
 
 def test_value_policy_decodes_pi_beta_plus_beta_min_q():
@@ -180,6 +201,14 @@ def test_value_model_base_is_the_bc_model_or_a_fresh_one(bc_run):
         assert _changed(out["params"]["base"], bc["params"]) == (init == "scratch"), init
     with pytest.raises(ValueError, match="value_init must be one of"):
         ValueRunConfig(value_init="bc_filtered")
+
+
+def test_value_model_can_start_from_a_gpt2_pretrained_on_the_transitions(bc_run):
+    _, bc = bc_run
+    out = train_value(ValueRunConfig(algo="ilql", **TINY, num_updates=2, chunk=2, batch_size=8, value_init="lm",
+                                     lm_updates=4, lm_batch=8, lm_lr=1e-2), bc=bc)
+    assert len(out["lm_losses"]) == 2 and out["lm_losses"][-1] < out["lm_losses"][0]
+    assert np.isfinite(out["loss_last_chunk"]) and _changed(out["params"]["base"], bc["params"])
 
 
 def test_value_seed_moves_only_the_value_model_start(bc_run):
