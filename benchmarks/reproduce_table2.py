@@ -221,8 +221,9 @@ def main(argv=None):
     p.add_argument("--value-batch", type=int, default=None, help="MC / ILQL batch; default: the preset's (32)")
     p.add_argument("--value-lr", type=float, default=None, help="MC / ILQL lr; default: the task's preset")
     p.add_argument("--value-init", default="bc", choices=VALUE_INITS,
-                   help="MC / ILQL value model's GPT-2 base: a copy of the BC model (the reference) or a fresh one "
-                        "(see the README's maze FO section)")
+                   help="MC / ILQL value model's GPT-2 base: a copy of the BC model (bc, the reference), a fresh one "
+                        "(scratch) or one pretrained on the data's transition texts (lm); see the README's maze FO "
+                        "section")
     p.add_argument("--beta", type=float, default=None, help="decoding beta; default: the preset's (maze: 8)")
     p.add_argument("--cql-weight", type=float, default=None,
                    help="MC / ILQL CQL weight; default: the preset's (maze: 0; see the README on why we use 1)")
