@@ -231,7 +231,7 @@ def train_value(cfg: ValueRunConfig, bc: dict | None = None) -> dict:
                                                         k_data, cfg.bos, **task_config(cfg))
     average = data_stats["score_average"]
     data = value_batch(traj, vocab, cfg.algo, preset.gamma)
-    lm_losses = None
+    lm_params = lm_losses = None  # the "lm" base (None: a fresh one unless value_init is "bc")
     if cfg.value_init == "lm":  # pretrain the value model's GPT-2 on the transition texts
         t_lm = time.perf_counter()
         lm_rows = transition_rows(traj, vocab, mcfg.n_positions, drop_next_first=bos is not None)
@@ -247,8 +247,7 @@ def train_value(cfg: ValueRunConfig, bc: dict | None = None) -> dict:
     # ---- value model from the BC model
     heads = ILQL_HEADS if cfg.algo == "ilql" else MC_HEADS
     apply_fn = make_value_apply_fn(mcfg, heads)
-    base = {"bc": bc["params"], "scratch": None, "lm": lm_params if cfg.value_init == "lm" else None}
-    params = init_value_model(mcfg, k_init, base[cfg.value_init], heads)
+    params = init_value_model(mcfg, k_init, bc["params"] if cfg.value_init == "bc" else lm_params, heads)
     tx = make_optimizer(preset.lr, preset.weight_decay, preset.grad_accum_steps)
     if cfg.algo == "ilql":
         state = ILQLState.create(apply_fn=apply_fn, params=params, tx=tx)
