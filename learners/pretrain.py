@@ -12,14 +12,15 @@ for the features a value needs. ``train_value(value_init="lm")`` starts the valu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax.training import train_state
 
 from learners.bc import bc_loss_fn
 from learners.common import make_optimizer, make_update
-from learners.loop import make_train_chunk
+from learners.loop import MetricsLog, make_train_chunk, run_chunks
 from learners.models import GPT2Config, init_params, make_apply_fn
 from learners.rollout import Trajectory, VocabMap
 
@@ -52,10 +53,12 @@ def transition_rows(traj: Trajectory, vocab: VocabMap, max_len: int, drop_next_f
 
 
 def pretrain_lm(config: GPT2Config, rows: dict, key: jax.Array, num_updates: int, batch_size: int = 64,
-                lr: float = 1e-3, weight_decay: float = 0.0, chunk: int = 100) -> tuple[dict, list[float]]:
+                lr: float = 1e-3, weight_decay: float = 0.0, chunk: int = 100, log: Callable | None = None,
+                progress: bool = False) -> tuple[dict, list[float]]:
     """A fresh GPT-2 (``config``) trained ``num_updates`` steps of next-token prediction on ``rows``
-    (``transition_rows``); minibatches drawn in-graph, ``chunk`` updates per jitted scan. Returns the params and
-    the mean loss of each chunk."""
+    (``transition_rows``); minibatches drawn in-graph, ``chunk`` updates per jitted scan, driven by the learners'
+    host loop (``learners.loop.run_chunks``: its rows go to ``log``, e.g. a ``MetricsLog``; a progress bar).
+    Returns the params and the mean loss of each chunk."""
     if num_updates < 1 or num_updates % chunk:
         raise ValueError(f"num_updates ({num_updates}) must be a positive multiple of chunk ({chunk})")
     if rows["input_ids"].shape[1] > config.n_positions:
@@ -66,8 +69,7 @@ def pretrain_lm(config: GPT2Config, rows: dict, key: jax.Array, num_updates: int
                                           tx=make_optimizer(lr, weight_decay))
     run = make_train_chunk(make_update(bc_loss_fn, None), batch_size, chunk, keys=LM_KEYS)
     data = {k: rows[k] for k in LM_KEYS}
-    losses = []
-    for c in range(num_updates // chunk):
-        state, metrics = run(state, data, jax.random.fold_in(k_train, c))
-        losses.append(float(np.mean(jax.device_get(metrics["loss"]))))
-    return state.params, losses
+    state, metrics, _, _ = run_chunks(lambda st, k: run(st, data, k), state, k_train, num_chunks=num_updates // chunk,
+                                      chunk=chunk, log=log if log is not None else MetricsLog(None),
+                                      desc="LM pretraining", progress=progress)
+    return state.params, [m["loss"] for m in metrics]

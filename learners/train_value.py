@@ -236,7 +236,8 @@ def train_value(cfg: ValueRunConfig, bc: dict | None = None) -> dict:
         t_lm = time.perf_counter()
         lm_rows = transition_rows(traj, vocab, mcfg.n_positions, drop_next_first=bos is not None)
         lm_params, lm_losses = pretrain_lm(mcfg, lm_rows, jax.random.fold_in(k_init, 1), cfg.lm_updates,
-                                           cfg.lm_batch, cfg.lm_lr, chunk=cfg.chunk)
+                                           cfg.lm_batch, cfg.lm_lr, chunk=cfg.chunk, progress=cfg.progress,
+                                           log=lambda **row: log(phase="lm_pretrain", **row))
         del lm_rows
         log(event="lm_pretrain", loss_first_chunk=lm_losses[0], loss_last_chunk=lm_losses[-1],
             wall_s=time.perf_counter() - t_lm)
