@@ -11,7 +11,8 @@ steps of the BFS expert diluted at 0.98, a 2-layer 64-wide GPT-2, 1,000 BC updat
 ``value_seed`` (another value-model start on the same data), ...; ``"algo": "mc"`` trains MC returns instead of
 ILQL and decodes with its one Q head). ``--task`` takes every task of ``reproduce_table2``
 (maze-po, wordle, text-nav-fo/po: their data, evaluation and score average as there); ``--n-layer``/``--n-embd``/
-``--n-head`` size the BC model, which the value model copies.
+``--n-head`` size the BC model, which the value model copies; ``--bc-init lm`` pretrains it on the data's
+transition texts first.
 The reference decodes
 with beta 8 while training and 16 in its evaluation script (``maze/ilql/eval_ilql.py``); the decoding
 ``pi_beta + beta * min(Q1, Q2)`` needs no retraining to change beta, so each model is scored at every beta.
@@ -53,12 +54,14 @@ def main(argv=None):
     p.add_argument("--n-layer", type=int, default=2, help="GPT-2 layers of the BC (and so the value) model")
     p.add_argument("--n-embd", type=int, default=64, help="GPT-2 width")
     p.add_argument("--n-head", type=int, default=2, help="GPT-2 attention heads")
+    p.add_argument("--bc-init", default="scratch", choices=table2.BC_INITS,
+                   help="the BC model's start (reproduce_table2's --bc-init); every config gets it as bc_init")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     configs = json.loads(a.configs)
     args = types.SimpleNamespace(seed=a.seed, data_envs=a.data_envs, data_steps=128, epsilon=a.epsilon,
                                  num_updates=a.bc_updates, chunk=100, lr=None, metrics=None, no_progress=True,
-                                 rollouts=a.rollouts,
+                                 rollouts=a.rollouts, bc_init=a.bc_init,
                                  wordle_word_list=a.wordle_word_list)
     epsilon = table2._epsilon(a.task, args)
     t0 = time.perf_counter()
@@ -73,6 +76,7 @@ def main(argv=None):
         cfg = ValueRunConfig(algo=algo, task=a.task, seed=a.seed, data_envs=args.data_envs,
                              data_steps=args.data_steps, epsilon=epsilon, chunk=args.chunk, greedy=True,
                              eval_rollouts=table2.GREEDY_ROLLOUTS.get(a.task, 1), progress=False,
+                             bc_init=a.bc_init,
                              **table2._task_config(a.task, args), **c)
         out = train_value(cfg, bc=bc)
         row = {"algo": algo, "task": a.task, "config": c, "bc_updates": a.bc_updates,

@@ -52,7 +52,7 @@ import jax
 from learners.models import GPT2Config
 from learners.presets import get_preset
 from learners.rollout import make_token_policy, make_value_policy, stop_token_id
-from learners.train_bc import BCRunConfig, evaluate_policy, make_eval_env, train_bc
+from learners.train_bc import BC_INITS, BCRunConfig, evaluate_policy, make_eval_env, train_bc
 from learners.train_online import OnlineRunConfig, train_online
 from learners.train_value import VALUE_INITS, ValueRunConfig, train_value
 
@@ -114,7 +114,7 @@ def _bc_cfg(task, args, **kw) -> BCRunConfig:
     return BCRunConfig(task=task, seed=args.seed, data_envs=args.data_envs, data_steps=args.data_steps,
                        epsilon=_epsilon(task, args), num_updates=args.num_updates, chunk=args.chunk, lr=args.lr,
                        greedy=True, eval_rollouts=GREEDY_ROLLOUTS.get(task, 1), metrics_path=args.metrics,
-                       progress=not args.no_progress,
+                       progress=not args.no_progress, init=args.bc_init,
                        **_task_config(task, args), **kw)
 
 
@@ -164,6 +164,7 @@ def run_value(task: str, args, algo: str) -> dict:
                          epsilon=_epsilon(task, args), num_updates=args.value_updates, chunk=args.chunk,
                          batch_size=args.value_batch, beta=args.beta, cql_weight=args.cql_weight,
                          polyak_alpha=args.polyak_alpha, lr=args.value_lr, value_init=args.value_init,
+                         bc_init=args.bc_init,
                          greedy=True, eval_rollouts=GREEDY_ROLLOUTS.get(task, 1),
                          metrics_path=args.metrics,
                          progress=not args.no_progress, **_task_config(task, args))
@@ -220,6 +221,9 @@ def main(argv=None):
     p.add_argument("--value-updates", type=int, default=2000, help="MC / ILQL updates")
     p.add_argument("--value-batch", type=int, default=None, help="MC / ILQL batch; default: the preset's (32)")
     p.add_argument("--value-lr", type=float, default=None, help="MC / ILQL lr; default: the task's preset")
+    p.add_argument("--bc-init", default="scratch", choices=BC_INITS,
+                   help="BC (and filtered BC) model's start: scratch, or lm: first pretrained on the data's "
+                        "transition texts (learners.pretrain; the reference fine-tunes a pretrained GPT-2)")
     p.add_argument("--value-init", default="bc", choices=VALUE_INITS,
                    help="MC / ILQL value model's GPT-2 base: a copy of the BC model (bc, the reference), a fresh one "
                         "(scratch) or one pretrained on the data's transition texts (lm); see the README's maze FO "

@@ -18,7 +18,9 @@ expert, ``learners.datasets.EXPERTS``).
    whole-sequence BC (``wordle/bc/train_bc_gpt2.py``: the loss on every action given the text before it).
    ``word_list`` (Wordle): the word list file; the benchmark's is ``wordle_official_400.txt`` (431 words);
    None takes the registry's default (the official 2,315 / 12,972 lists, where the expert is slow).
-2. **Model**: a Flax GPT-2 from ``learners.models`` trained from scratch (tiny by default).
+2. **Model**: a Flax GPT-2 from ``learners.models`` trained from scratch (tiny by default); ``init="lm"`` first
+   pretrains it on the data's transition texts (``learners.pretrain``), a stand-in for the pretrained GPT-2
+   the reference fine-tunes.
 3. **Training**: ``learners.common.make_update(learners.bc.bc_loss_fn)`` with the reference optimiser
    (AdamW b1 0.9, b2 0.95) and the task's BC preset (lr, weight decay, batch size; each can be overridden);
    ``chunk`` updates per jitted ``lax.scan``, minibatches drawn uniformly with replacement in-graph. A tqdm
@@ -79,6 +81,7 @@ from learners.loop import (
 from learners.models import GPT2Config, init_params, make_apply_fn
 from learners.parallel import data_mesh, env_sharding, make_data_parallel_chunk, replicate, shard_rows
 from learners.presets import get_preset
+from learners.pretrain import pretrain_lm, transition_rows
 from learners.rollout import (
     GroupedEnv,
     bc_batch,
@@ -95,6 +98,8 @@ TASKS = ("maze-fo", "maze-po", "wordle", "text-nav-fo", "text-nav-po")
 RANDOM_RESET_TASKS = ("wordle", "text-nav-fo", "text-nav-po")
 #: Evaluation episodes per "rollout" of the ``RANDOM_RESET_TASKS``.
 EVAL_BLOCK = 32
+#: BC model starts: a fresh GPT-2, or one pretrained on the data's transition texts (``learners.pretrain``).
+BC_INITS = ("scratch", "lm")
 
 
 @dataclass(frozen=True)
@@ -108,10 +113,16 @@ class BCRunConfig:
     data_steps: int = 128
     epsilon: float = 0.5
     bos: bool = True
-    # model (GPT-2 from scratch over the task's compact vocabulary)
+    # model (GPT-2 over the task's compact vocabulary): "scratch" starts from a fresh initialisation, "lm" from a
+    # GPT-2 first pretrained on the data's transition texts (``learners.pretrain``; lm_updates x lm_batch at lm_lr,
+    # on all the data even for filtered BC), our stand-in for the reference's pretrained GPT-2
     n_layer: int = 2
     n_head: int = 2
     n_embd: int = 64
+    init: str = "scratch"
+    lm_updates: int = 2000
+    lm_batch: int = 64
+    lm_lr: float = 1e-3
     # optimisation
     lr: float | None = None
     weight_decay: float | None = None
@@ -142,7 +153,9 @@ class BCRunConfig:
 
     def __post_init__(self):
         check_task(self)
-        for name in ("data_envs", "data_steps", "num_updates", "chunk", "eval_rollouts"):
+        if self.init not in BC_INITS:
+            raise ValueError(f"init must be one of {BC_INITS}, got {self.init!r}")
+        for name in ("data_envs", "data_steps", "num_updates", "chunk", "eval_rollouts", "lm_updates", "lm_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.epsilon <= 1.0:
@@ -168,10 +181,13 @@ def task_config(cfg) -> dict:
 
 
 def bc_start_config(cfg, chunk: int = 100) -> BCRunConfig:
-    """The BC run a later learner starts from: ``cfg``'s task, seed, data and model fields, ``cfg.bc_updates``
-    updates in chunks of ``chunk`` (or one chunk when it does not divide them)."""
+    """The BC run a later learner starts from: ``cfg``'s task, seed, data and model fields (``cfg.bc_init`` its
+    start, with the ``lm_*`` pretraining fields), ``cfg.bc_updates`` updates in chunks of ``chunk`` (or one chunk
+    when it does not divide them)."""
     return BCRunConfig(task=cfg.task, seed=cfg.seed, data_envs=cfg.data_envs, data_steps=cfg.data_steps,
                        epsilon=cfg.epsilon, bos=cfg.bos, n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                       init=getattr(cfg, "bc_init", "scratch"),
+                       **{k: getattr(cfg, k) for k in ("lm_updates", "lm_batch", "lm_lr") if hasattr(cfg, k)},
                        num_updates=cfg.bc_updates, chunk=chunk if cfg.bc_updates % chunk == 0 else cfg.bc_updates,
                        max_new_tokens=cfg.max_new_tokens, progress=cfg.progress,
                        word_list=getattr(cfg, "word_list", None))
@@ -253,6 +269,19 @@ def train_bc(cfg: BCRunConfig) -> dict:
                                                        **task_config(cfg))
     average = data_stats["score_average"]
     data = bc_batch(traj, vocab)
+    width = data["input_ids"].shape[1]
+    mcfg = GPT2Config(vocab_size=vocab.size, n_positions=max(64, width + max_new), n_embd=cfg.n_embd,
+                      n_layer=cfg.n_layer, n_head=cfg.n_head)
+    params = lm_losses = None
+    if cfg.init == "lm":  # pretrained on every transition's text, before any filtering
+        t_lm = time.perf_counter()
+        lm_rows = transition_rows(traj, vocab, mcfg.n_positions, drop_next_first=bos is not None)
+        params, lm_losses = pretrain_lm(mcfg, lm_rows, jax.random.fold_in(k_init, 1), cfg.lm_updates, cfg.lm_batch,
+                                        cfg.lm_lr, chunk=cfg.chunk, progress=cfg.progress,
+                                        log=lambda **row: log(phase="lm_pretrain", **row))
+        del lm_rows
+        log(event="lm_pretrain", loss_first_chunk=lm_losses[0], loss_last_chunk=lm_losses[-1],
+            wall_s=time.perf_counter() - t_lm)
     if cfg.filter is not None:
         # filtered BC: only the transitions of the episodes the rule keeps (time-major rows, as bc_batch)
         keep = filter_steps(episode_facts(traj.reward, traj.done, traj.terminated), cfg.filter,
@@ -267,10 +296,8 @@ def train_bc(cfg: BCRunConfig) -> dict:
     log(event="data", **data_stats)
 
     # ---- model
-    width = data["input_ids"].shape[1]
-    mcfg = GPT2Config(vocab_size=vocab.size, n_positions=max(64, width + max_new), n_embd=cfg.n_embd,
-                      n_layer=cfg.n_layer, n_head=cfg.n_head)
-    params = init_params(mcfg, k_init)
+    if params is None:
+        params = init_params(mcfg, k_init)
     state = train_state.TrainState.create(apply_fn=make_apply_fn(mcfg), params=params,
                                           tx=make_optimizer(lr, wd))
     update = make_update(bc_loss_fn, None)
@@ -316,6 +343,7 @@ def train_bc(cfg: BCRunConfig) -> dict:
     summary = {
         "config": dataclasses.asdict(cfg), "lr": lr, "weight_decay": wd, "batch_size": batch_size,
         "model": dataclasses.asdict(mcfg), "vocab_size": vocab.size, "data": data_stats,
+        "lm_losses": lm_losses,
         "loss_first_chunk": rows[0]["loss"] if rows else None,
         "loss_last_chunk": rows[-1]["loss"] if rows else None,
         "updates_per_s": updates_timed / t_train if t_train > 0 else None,

@@ -56,6 +56,7 @@ from learners.presets import get_preset
 from learners.pretrain import pretrain_lm, transition_rows
 from learners.rollout import Trajectory, VocabMap, bc_batch, make_value_policy, stop_token_id
 from learners.train_bc import (
+    BC_INITS,
     BCRunConfig,
     bc_start_config,
     check_task,
@@ -81,8 +82,10 @@ class ValueRunConfig:
     data_steps: int = 128
     epsilon: float = 0.98
     bos: bool = True
-    # BC model (trained first when no BC run is given)
+    # BC model (trained first when no BC run is given; bc_init: its start, ``BCRunConfig.init``, pretrained with
+    # the lm_* fields below when "lm")
     bc_updates: int = 1000
+    bc_init: str = "scratch"
     n_layer: int = 2
     n_head: int = 2
     n_embd: int = 64
@@ -125,6 +128,8 @@ class ValueRunConfig:
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
         check_task(self)
+        if self.bc_init not in BC_INITS:
+            raise ValueError(f"bc_init must be one of {BC_INITS}, got {self.bc_init!r}")
         if self.value_init not in VALUE_INITS:
             raise ValueError(f"value_init must be one of {VALUE_INITS}, got {self.value_init!r}")
         for name in ("data_envs", "data_steps", "num_updates", "chunk", "eval_rollouts", "bc_updates", "lm_updates",
@@ -216,6 +221,8 @@ def train_value(cfg: ValueRunConfig, bc: dict | None = None) -> dict:
         for f in ("task", "seed", "data_envs", "data_steps", "epsilon", "bos", "word_list"):
             if bcc.get(f) != getattr(cfg, f):
                 raise ValueError(f"the BC run's {f}={bcc[f]!r} differs from this run's {getattr(cfg, f)!r}")
+        if bcc.get("init", "scratch") != cfg.bc_init:
+            raise ValueError(f"the BC run's init={bcc.get('init')!r} differs from this run's bc_init={cfg.bc_init!r}")
     mcfg = GPT2Config(**bc["model"])
     vocab = bc["vocab"]
     max_new = bc["config"]["max_new_tokens"] or get_preset("bc", cfg.task).max_output_length or 8

@@ -211,6 +211,26 @@ def test_value_model_can_start_from_a_gpt2_pretrained_on_the_transitions(bc_run)
     assert np.isfinite(out["loss_last_chunk"]) and _changed(out["params"]["base"], bc["params"])
 
 
+def test_bc_can_start_from_a_gpt2_pretrained_on_all_the_transitions(bc_run):
+    _, bc = bc_run
+    kw = dict(**TINY, num_updates=2, chunk=2, batch_size=8, lr=1e-12, filter="last_reward")
+    fresh = train_bc(BCRunConfig(**kw))
+    out = train_bc(BCRunConfig(**kw, init="lm", lm_updates=4, lm_batch=8, lm_lr=1e-2))
+    # pretrained on every transition (the filter applies to BC only), then BC from it: a negligible lr keeps the
+    # pretrained params, not the fresh ones
+    assert len(out["lm_losses"]) == 2 and out["lm_losses"][-1] < out["lm_losses"][0]
+    assert out["data"]["kept_transitions"] == fresh["data"]["kept_transitions"]
+    assert _changed(out["params"], fresh["params"]) and fresh["lm_losses"] is None
+    with pytest.raises(ValueError, match="init must be one of"):
+        BCRunConfig(init="gpt2")
+    with pytest.raises(ValueError, match="bc_init must be one of"):
+        ValueRunConfig(bc_init="bc")
+    with pytest.raises(ValueError, match="bc_init"):  # the given BC run started from scratch
+        train_value(ValueRunConfig(algo="mc", **TINY, num_updates=2, chunk=2, bc_init="lm"), bc=bc)
+    assert ValueRunConfig(bc_init="lm", lm_updates=300).bc_config().init == "lm"
+    assert ValueRunConfig(bc_init="lm", lm_updates=300).bc_config().lm_updates == 300
+
+
 def test_value_seed_moves_only_the_value_model_start(bc_run):
     _, bc = bc_run
     kw = dict(algo="mc", **TINY, num_updates=2, chunk=2, batch_size=8, value_init="scratch")
