@@ -82,6 +82,8 @@ def main(argv=None):
         row = {"algo": algo, "task": a.task, "config": c, "bc_updates": a.bc_updates,
                "model": {"n_layer": a.n_layer, "n_embd": a.n_embd, "n_head": a.n_head},
                "train_s": time.perf_counter() - t1,
+               # env-steps/s while training: for these offline learners, the in-graph data generation
+               "data_env_steps_per_s": out["data"].get("env_steps_per_s"),
                "score_greedy": out["score"], "loss_last": out["loss_last_chunk"], "sampled": {}}
         if out.get("lm_losses"):  # value_init "lm": the pretraining's first and last chunk losses
             row["lm_loss_first_last"] = [out["lm_losses"][0], out["lm_losses"][-1]]
