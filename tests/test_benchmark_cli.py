@@ -51,3 +51,20 @@ def test_step_breakdown_cli_smoke(tmp_path):
     assert {"write floor", "core step", "core reset", "symbolic VecEnv step", "tokens VecEnv step"} <= set(data["ms"])
     assert all(v > 0 for v in data["ms"].values())
     assert "| write floor |" in proc.stdout
+
+
+def test_ilql_sweep_cli_smoke(tmp_path):
+    """One tiny MC setting on maze-fo: the row carries the scores per beta, the timings and the Q map."""
+    out = tmp_path / "sweep.json"
+    cmd = [sys.executable, "benchmarks/ilql_sweep.py", "--bc-updates", "100", "--data-envs", "16", "--rollouts", "1",
+           "--betas", "4", "8", "--out", str(out),
+           "--configs", '[{"algo": "mc", "num_updates": 100, "batch_size": 8, "cql_weight": 1.0}]']
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["command"].startswith("python benchmarks/ilql_sweep.py --bc-updates 100")
+    (row,) = data["rows"]
+    assert row["algo"] == "mc" and row["config"]["num_updates"] == 100 and set(row["sampled"]) == {"4.0", "8.0"}
+    assert row["train_s"] > 0 and row["data_env_steps_per_s"] > 0 and "q_map" in row
+    for s in row["sampled"].values():
+        assert len(s["per_start_return"]) == 25 and 0.0 <= s["valid_action_rate"] <= 1.0
