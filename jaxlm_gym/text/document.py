@@ -499,11 +499,34 @@ def _concat(gid, on, flat, start, length, width: int, pad_id: int, spans, nums=N
     begins = ends - lens
     total = ends[-1] if ends.shape[0] else jnp.int32(0)
     pos = jnp.arange(width, dtype=jnp.int32)
-    mask = pos < total
-    # In the text, src is in bounds by construction (a piece's own run); past it, 0.
-    src = jnp.where(mask, _source(width, begins, start[gid] - begins, spans), 0)
-    tokens = jnp.where(mask, flat.at[src].get(mode="promise_in_bounds"), jnp.int32(pad_id))
-    return {"tokens": tokens, "length": jnp.asarray(total, jnp.int32), "mask": mask}
+    tokens = _chunk_tokens(width, begins, start[gid] - begins, spans, total, flat, pad_id)
+    return {"tokens": tokens, "length": jnp.asarray(total, jnp.int32), "mask": pos < total}
+
+
+def _chunk_tokens(width: int, begins, offsets, spans, total, flat, pad_id: int):
+    """The token ids of every position, chunk by chunk: each chunk of ``_CHUNK`` positions
+    finds its sources with ``_source``'s select chain over the pieces that can reach it,
+    then gathers its ids and pads past ``total``; chunks that no piece reaches are padding.
+    Gathering per chunk (one fusion from the chain to the ids) instead of laying the whole
+    buffer's sources out first saves a pass over the int32 buffer and its concatenation:
+    gridworld's render (16,384 envs, 2 cores) 5.8 -> 4.9 ms."""
+    first, last = (np.asarray(a, np.int64).reshape(-1) for a in spans)
+    chunks = []
+    for c0 in range(0, width, _CHUNK):
+        c1 = min(c0 + _CHUNK, width)
+        pos = jnp.arange(c0, c1, dtype=jnp.int32)
+        reach = np.flatnonzero((first < c1) & (last > c0))
+        if reach.size == 0:
+            chunks.append(jnp.full(pos.shape, pad_id, jnp.int32))
+            continue
+        src = jnp.zeros(pos.shape, jnp.int32)
+        for i in reach:
+            src = jnp.where(pos >= begins[i], offsets[i], src)
+        inside = pos < total
+        # In the text, src is in bounds by construction (a piece's own run); past it, 0.
+        src = jnp.where(inside, src + pos, 0)
+        chunks.append(jnp.where(inside, flat.at[src].get(mode="promise_in_bounds"), jnp.int32(pad_id)))
+    return jnp.concatenate(chunks) if chunks else jnp.zeros((0,), jnp.int32)
 
 
 def _cumsum(x):
