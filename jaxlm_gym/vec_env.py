@@ -180,12 +180,12 @@ class VecEnv:
         done = jnp.logical_or(terminated, truncated)
         any_done = jnp.any(done)
 
-        def reset_done(_):
+        def reset_done(stepped):
             obs_re, state_re = jax.vmap(env.reset_env, in_axes=(0, None))(k_reset, params)
             pick = lambda r, s: jnp.where(done.reshape(done.shape + (1,) * (r.ndim - 1)), r, s)  # noqa: E731
-            return jax.tree.map(pick, obs_re, obs_st), jax.tree.map(pick, state_re, state_st)
+            return jax.tree.map(pick, (obs_re, state_re), stepped)
 
-        obs, state = jax.lax.cond(any_done, reset_done, lambda _: (obs_st, state_st), None)
+        obs, state = _maybe(any_done, reset_done, (obs_st, state_st))
         if self._reset_text is None and (self.obs_mode == "symbolic" or not self._reuse_final):
             view = self._view(obs, text_keys)
             final = jax.lax.cond(any_done, lambda _: self._view(obs_st, text_keys), lambda _: view, None)
@@ -216,7 +216,7 @@ class VecEnv:
         return view, state, reward, terminated, truncated, info
 
     # Finished envs whose reset text a step renders in a compact sub-batch: at most
-    # 1 / _RESET_SHARE of the batch (more: the whole batch, as before).
+    # 1 / _RESET_SHARE of the batch (more: the whole batch).
     _RESET_SHARE = 8
     _reuse_final = True  # read when step is traced (tests switch it off to compare)
 
@@ -225,33 +225,29 @@ class VecEnv:
         the rows of ``done`` envs rendered from ``facts`` (the reset observations' facts,
         drawn and prepared). With random ends only a few envs are done per step: their
         rows are gathered into a sub-batch of ``num_envs // _RESET_SHARE`` rows (rounded
-        up), rendered, and put back; when more are done the whole batch is rendered."""
+        up), rendered, and scattered back; when more are done the whole batch is rendered.
+        On the usual step (no env done) nothing runs and ``final``'s buffers are reused in
+        place (``_maybe``: a ``cond`` returning them unchanged would copy them)."""
         n = self.num_envs
         k = -(-n // self._RESET_SHARE)
         fields = ("tokens", "length", "mask")
         count = jnp.sum(done, dtype=jnp.int32)
 
-        def pick(rows):
-            return {name: jnp.where(done.reshape(done.shape + (1,) * (rows[name].ndim - 1)), rows[name], final[name])
-                    for name in fields}
-
-        def few(_):
-            # Rows of the done envs, then filler (index n: rendered from row 0, dropped when
-            # written). Writing k rows into ``final`` costs a copy of it; picking every row
-            # from the sub-batch by a gather and a select cost a full pass more.
+        def few(out):
+            # Rows of the done envs, then filler (index n: rendered from row n - 1, dropped
+            # when written).
             idx = jnp.nonzero(done, size=k, fill_value=n)[0]
             sub = self.text.render_batch(jax.tree.map(lambda x: x[jnp.minimum(idx, n - 1)], facts))
-            return {name: final[name].at[idx].set(sub[name], mode="drop") for name in fields}
+            return {name: out[name].at[idx].set(sub[name], mode="drop") for name in fields}
 
-        def many(_):
-            return pick(self.text.render_batch(facts))
+        def many(out):
+            rows = self.text.render_batch(facts)
+            return {name: jnp.where(done.reshape(done.shape + (1,) * (rows[name].ndim - 1)), rows[name], out[name])
+                    for name in fields}
 
-        def none(_):
-            return {name: final[name] for name in fields}
-
-        if k >= n:
-            return jax.lax.cond(count > 0, many, none, None)
-        return jax.lax.switch(jnp.where(count == 0, 0, jnp.where(count <= k, 1, 2)), [none, few, many], None)
+        out = {name: final[name] for name in fields}
+        update = many if k >= n else (lambda o: jax.lax.cond(count <= k, few, many, o))
+        return _maybe(count > 0, update, out)
 
     # ------------------------------------------------------------------ host helpers
     def decode(self, obs) -> list[str]:
@@ -392,6 +388,15 @@ class VecEnv:
         if self.sharding is None:
             return tree
         return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, self.sharding), tree)
+
+
+def _maybe(pred, fun, x):
+    """``fun(x)`` if ``pred`` else ``x``, as a while loop of at most one iteration: XLA
+    updates the loop's operand in place, where a ``cond`` whose false branch returns ``x``
+    unchanged copies all of ``x`` (e.g. every env's state, on every step without a reset)."""
+    def body(carry):
+        return jnp.bool_(False), fun(carry[1])
+    return jax.lax.while_loop(lambda c: c[0], body, (jnp.asarray(pred), x))[1]
 
 
 def _resolve_sharding(sharding, num_envs: int):

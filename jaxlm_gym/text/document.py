@@ -509,7 +509,10 @@ def _chunk_tokens(width: int, begins, offsets, spans, total, flat, pad_id: int):
     then gathers its ids and pads past ``total``; chunks that no piece reaches are padding.
     Gathering per chunk (one fusion from the chain to the ids) instead of laying the whole
     buffer's sources out first saves a pass over the int32 buffer and its concatenation:
-    gridworld's render (16,384 envs, 2 cores) 5.8 -> 4.9 ms."""
+    gridworld's render (16,384 envs, 2 cores) 5.8 -> 4.9 ms, parking's 10.2 -> 7.2 ms. Tried
+    and slower: one chain over every piece for the whole buffer (one fusion, no
+    concatenation; 3.4 against 3.1 ms) and writing the chunks with dynamic_update_slice
+    (12.8 ms)."""
     first, last = (np.asarray(a, np.int64).reshape(-1) for a in spans)
     chunks = []
     for c0 in range(0, width, _CHUNK):
