@@ -221,8 +221,7 @@ def _num_children(u, n_free):
 
 def _grow_vectorised(u_k, u_rank):
     """The reference's growth without occupancy check, with no loop: returns ``parent``
-    [20], ``inc`` [20] (compass angle relative to the parent's), ``slot`` [20] (child number),
-    ``num_rooms``."""
+    [20], ``inc`` [20] (compass angle relative to the parent's), ``num_rooms``."""
     p = jnp.arange(NUM_POPS)
     first_free = jnp.where(p == 0, 0, 1)  # offset 0 of a non-root room is the door back
     k = _num_children(u_k, NUM_DIRS - first_free)
@@ -237,8 +236,7 @@ def _grow_vectorised(u_k, u_rank):
     off = _pick_where(rank[pop] == slot[:, None], jnp.arange(NUM_DIRS)[None, :], 0)
     inc = jnp.where(pop == 0, off, (off + 2) % 4)
     root = i == 0
-    return (jnp.where(root, -1, pop).astype(jnp.int32), jnp.where(root, 0, inc).astype(jnp.int32),
-            jnp.where(root, 0, slot).astype(jnp.int32), jnp.int32(NUM_ROOMS))
+    return jnp.where(root, -1, pop).astype(jnp.int32), jnp.where(root, 0, inc).astype(jnp.int32), jnp.int32(NUM_ROOMS)
 
 
 def _grow_sequential(u_k, u_rank, check_occupancy: bool):
@@ -254,7 +252,7 @@ def _grow_sequential(u_k, u_rank, check_occupancy: bool):
     i = jnp.arange(NUM_ROOMS)
 
     def body(p, carry):
-        count, parent, angle, pos, slot = carry
+        count, parent, angle, pos = carry
         active = (p < count) & (count < NUM_ROOMS)
         offs = jnp.arange(NUM_DIRS)
         valid = offs >= jnp.where(p == 0, 0, 1)
@@ -273,15 +271,14 @@ def _grow_sequential(u_k, u_rank, check_occupancy: bool):
             parent = parent.at[idx].set(jnp.where(make, p, parent[idx]))
             angle = angle.at[idx].set(jnp.where(make, a, angle[idx]))
             pos = pos.at[idx].set(jnp.where(make, pos[p] + ang_delta[a], pos[idx]))
-            slot = slot.at[idx].set(jnp.where(make, j, slot[idx]))
             count = count + make.astype(jnp.int32)
-        return count, parent, angle, pos, slot
+        return count, parent, angle, pos
 
     init = (jnp.int32(1), jnp.full((NUM_ROOMS,), -1, jnp.int32), jnp.zeros((NUM_ROOMS,), jnp.int32),
-            jnp.zeros((NUM_ROOMS, 2), jnp.int32), jnp.zeros((NUM_ROOMS,), jnp.int32))
-    count, parent, angle, _, slot = jax.lax.fori_loop(0, NUM_POPS, body, init)
+            jnp.zeros((NUM_ROOMS, 2), jnp.int32))
+    count, parent, angle, _ = jax.lax.fori_loop(0, NUM_POPS, body, init)
     inc = jnp.where(parent >= 0, (angle - angle[jnp.maximum(parent, 0)]) % 4, 0)
-    return parent, inc.astype(jnp.int32), slot, count
+    return parent, inc.astype(jnp.int32), count
 
 
 def _less(u, a: int, b: int):
@@ -346,9 +343,9 @@ def generate_layout(key: jax.Array, params: GridworldParams, check_occupancy: bo
     growth even without ``check_occupancy`` (a test oracle: same layout as the default)."""
     d = _draws(key)
     if check_occupancy or sequential:
-        parent, inc, slot, count = _grow_sequential(d["u_k"], d["u_rank"], check_occupancy)
+        parent, inc, count = _grow_sequential(d["u_k"], d["u_rank"], check_occupancy)
     else:
-        parent, inc, slot, count = _grow_vectorised(d["u_k"], d["u_rank"])
+        parent, inc, count = _grow_vectorised(d["u_k"], d["u_rank"])
     i = jnp.arange(NUM_ROOMS)
     exists = i < count
     has_parent = parent >= 0
