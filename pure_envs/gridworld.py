@@ -295,9 +295,14 @@ def _rank(u):
     if n <= 8:
         return jnp.stack([sum(_less(u, a, b).astype(jnp.int32) for b in range(n) if b != a)
                           if n > 1 else jnp.zeros(u.shape[:-1], jnp.int32) for a in range(n)], -1)
-    j = jnp.arange(n)
-    less = (u[..., None, :] < u[..., :, None]) | ((u[..., None, :] == u[..., :, None]) & (j[None, :] < j[:, None]))
-    return jnp.sum(less, axis=-1).astype(jnp.int32)
+    return jnp.sum(_before(u), axis=-1).astype(jnp.int32)
+
+
+def _before(u):
+    """bool[..., n, n]: ``[a, b]`` entry b comes before entry a in ascending order along
+    the last axis of ``u`` (ties by index)."""
+    j = jnp.arange(u.shape[-1])
+    return (u[..., None, :] < u[..., :, None]) | ((u[..., None, :] == u[..., :, None]) & (j[None, :] < j[:, None]))
 
 
 def _pick_where(mask, values, default):
@@ -388,10 +393,8 @@ def generate_layout(key: jax.Array, params: GridworldParams, check_occupancy: bo
     # of the 5 objects with probability 1/4 while objects remain (the take draws are i.i.d., so
     # drawing them per room instead of per visit slot is the same distribution).
     # Room j is visited before room i when its visiting draw is smaller (ties by index).
-    u = d["u_visit"]
     take = (d["u_take"] < 0.25) & exists
-    earlier = (u[None, :] < u[:, None]) | ((u[None, :] == u[:, None]) & (i[None, :] < i[:, None]))
-    before = jnp.sum(take[None, :] & earlier, axis=1)  # earlier takers
+    before = jnp.sum(take[None, :] & _before(d["u_visit"]), axis=1)  # earlier takers
     obj_rank = _rank(d["u_obj"])
     obj = _pick_where(obj_rank[None, :] == before[:, None], jnp.arange(len(OBJECTS))[None, :], -1)
     obj = jnp.where(take & (before < len(OBJECTS)), obj, -1)

@@ -513,21 +513,14 @@ def _chunk_tokens(width: int, begins, offsets, spans, total, flat, pad_id: int):
     and slower: one chain over every piece for the whole buffer (one fusion, no
     concatenation; 3.4 against 3.1 ms) and writing the chunks with dynamic_update_slice
     (12.8 ms)."""
-    first, last = (np.asarray(a, np.int64).reshape(-1) for a in spans)
     chunks = []
-    for c0 in range(0, width, _CHUNK):
-        c1 = min(c0 + _CHUNK, width)
-        pos = jnp.arange(c0, c1, dtype=jnp.int32)
-        reach = np.flatnonzero((first < c1) & (last > c0))
-        if reach.size == 0:
+    for pos, src in _chunk_sources(width, begins, offsets, spans):
+        if src is None:
             chunks.append(jnp.full(pos.shape, pad_id, jnp.int32))
             continue
-        src = jnp.zeros(pos.shape, jnp.int32)
-        for i in reach:
-            src = jnp.where(pos >= begins[i], offsets[i], src)
         inside = pos < total
         # In the text, src is in bounds by construction (a piece's own run); past it, 0.
-        src = jnp.where(inside, src + pos, 0)
+        src = jnp.where(inside, src, 0)
         chunks.append(jnp.where(inside, flat.at[src].get(mode="promise_in_bounds"), jnp.int32(pad_id)))
     return jnp.concatenate(chunks) if chunks else jnp.zeros((0,), jnp.int32)
 
@@ -557,18 +550,28 @@ def _source(width: int, begins, offsets, spans):
     envs) with the compare-select-reduce over every (position, piece) pair it replaces,
     and made the two-level rendering of repeated rows (each row in its own buffer first)
     slower than laying all pieces out at once, so that was dropped."""
+    chunks = [pos if src is None else src for pos, src in _chunk_sources(width, begins, offsets, spans)]
+    return jnp.concatenate(chunks) if chunks else jnp.zeros((0,), jnp.int32)
+
+
+def _chunk_sources(width: int, begins, offsets, spans):
+    """Per chunk of ``_CHUNK`` positions: ``(pos, src)``, the chunk's positions and where
+    each reads from (``_source``'s select chain over the pieces that can reach the chunk),
+    or ``(pos, None)`` when no piece reaches it (its positions lie past every text)."""
     n = begins.shape[0]
     first, last = (np.asarray(a, np.int64).reshape(-1) for a in spans)
     assert first.shape == last.shape == (n,), (first.shape, n)
-    chunks = []
     for c0 in range(0, width, _CHUNK):
         c1 = min(c0 + _CHUNK, width)
         pos = jnp.arange(c0, c1, dtype=jnp.int32)
+        reach = np.flatnonzero((first < c1) & (last > c0))
+        if reach.size == 0:
+            yield pos, None
+            continue
         src = jnp.zeros(pos.shape, jnp.int32)
-        for i in np.flatnonzero((first < c1) & (last > c0)):
+        for i in reach:
             src = jnp.where(pos >= begins[i], offsets[i], src)
-        chunks.append(src + pos)
-    return jnp.concatenate(chunks) if chunks else jnp.zeros((0,), jnp.int32)
+        yield pos, src + pos
 
 
 # Number runs are addressed below zero, so one select chain serves both sources.
