@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from pure_envs.base import TextEnv
 
 from . import registry
+from .rng import fused
 from .text import ActionParser, get_tokenizer
 
 OBS_MODES = ("symbolic", "tokens", "both")
@@ -119,7 +120,7 @@ class VecEnv:
     def reset(self, key: jax.Array, params=None):
         """Reset all envs: ``(obs, state)``, batched along axis 0."""
         params = self.params if params is None else params
-        env_keys, text_keys = self._split(key)
+        env_keys, text_keys = self._split(fused(key))
         core_obs, state = jax.vmap(self.env.reset, in_axes=(0, None))(env_keys, params)
         view = self._view(core_obs, text_keys)
         if self._appending:
@@ -141,7 +142,7 @@ class VecEnv:
         params = self.params if params is None else params
         state = self._shard(state)
         index = self._action_index(action)
-        env_keys, text_keys = self._split(key)
+        env_keys, text_keys = self._split(fused(key))
         if not isinstance(self.env, TextEnv):
             core_obs, state, reward, terminated, truncated, info = jax.vmap(
                 self.env.step, in_axes=(0, 0, 0, None))(env_keys, state, index, params)
