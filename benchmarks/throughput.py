@@ -15,6 +15,11 @@ What is measured, for each (env, obs_mode, num_envs):
   ``repeats`` calls with fresh keys are timed and the best (and median) of
   ``num_envs * steps / seconds`` is reported.
 
+``--cpu-devices K`` (CPU only) splits the host into K XLA devices
+(``jax_num_cpu_devices``) and shards the env batch over them (``make_vec(sharding=...)``):
+each device runs its share of the batch as its own program on its own thread, instead of
+one program whose kernels are each split over the cores.
+
 Results go to a Markdown table on stdout, a JSON file (rows, machine, command line) and a
 log-log plot of steps/s against num_envs.
 
@@ -35,10 +40,26 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-import jaxlm_gym
+
+def _argv_cpu_devices(argv) -> int:
+    """``--cpu-devices`` from the command line, read before jaxlm_gym is imported:
+    importing gymnax starts jax's backend, after which the CPU device count is fixed."""
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--cpu-devices=") else \
+            (argv[i + 1] if arg == "--cpu-devices" and i + 1 < len(argv) else None)
+        if value is not None and value.isdigit():
+            return int(value)
+    return 1
+
+
+if __name__ == "__main__" and _argv_cpu_devices(sys.argv[1:]) > 1:
+    jax.config.update("jax_num_cpu_devices", _argv_cpu_devices(sys.argv[1:]))
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import jaxlm_gym  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CARTPOLE = "gymnax/CartPole-v1"
@@ -66,16 +87,18 @@ def _random_actions(key, num_envs: int, num_actions: int) -> jax.Array:
     return (chunks.reshape(-1)[:num_envs] % num_actions).astype(jnp.int32)
 
 
-def make_run_jaxlm(env_id: str, num_envs: int, obs_mode: str, steps: int, feedback: str | None = None):
+def make_run_jaxlm(env_id: str, num_envs: int, obs_mode: str, steps: int, feedback: str | None = None,
+                   sharding=None):
     """``run(key) -> float32``: reset + ``steps`` random steps of a jaxlm-gym VecEnv.
 
     ``feedback``: the LLF ``feedback_type`` (LLF tasks only). Tasks with continuous actions
     take uniform samples of their action space (symbolic mode) or a random one of their
-    example action texts (tokens mode), which the env parses in-graph."""
+    example action texts (tokens mode), which the env parses in-graph. ``sharding``: passed
+    to ``make_vec`` (a ``Mesh`` that splits the env batch over devices)."""
     tokens = obs_mode == "tokens"
     config = {} if feedback is None else {"feedback_type": feedback}
     v = jaxlm_gym.make_vec(env_id, num_envs, obs_mode=obs_mode, action_mode="tokens" if tokens else "index",
-                           **config)
+                           sharding=sharding, **config)
     sample = None
     if tokens and v.discrete:
         table = jnp.asarray(v.action_token_table())
@@ -169,7 +192,8 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| env | feedback | obs_mode | num_envs | compile_s | steps/s best | steps/s median |",
              "|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['env']} | {r.get('feedback') or '-'} | {r['obs_mode']} | {r['num_envs']} "
+        env = r["env"] + (f" ({r['cpu_devices']} CPU devices)" if r.get("cpu_devices", 1) > 1 else "")
+        lines.append(f"| {env} | {r.get('feedback') or '-'} | {r['obs_mode']} | {r['num_envs']} "
                      f"| {r['compile_s']:.2f} "
                      f"| {r['steps_per_s_best']:,.0f} | {r['steps_per_s_median']:,.0f} |")
     return "\n".join(lines)
@@ -224,6 +248,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=RESULTS / "throughput.json")
     p.add_argument("--plot", type=Path, default=RESULTS / "throughput.png")
     p.add_argument("--no-cartpole", action="store_true", help="skip the gymnax CartPole-v1 reference rows")
+    p.add_argument("--cpu-devices", type=int, default=1,
+                   help="CPU only: split the host into this many XLA devices and shard the env batch over them")
     p.add_argument("--quick", action="store_true", help="smoke run: num_envs 1,64 and 100 steps")
     p.add_argument("--allow-short", action="store_true", help="allow --steps < 100 (tests)")
     p.add_argument("--table-from", type=Path, default=None,
@@ -245,7 +271,26 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--steps must be >= 100 (got {args.steps}); pass --allow-short for smoke tests")
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
+    if args.cpu_devices < 1:
+        p.error(f"--cpu-devices must be >= 1, got {args.cpu_devices}")
+    odd = [n for n in args.num_envs if n % args.cpu_devices]
+    if odd:
+        p.error(f"--num-envs {odd} must be multiples of --cpu-devices {args.cpu_devices}")
     return args
+
+
+def _cpu_mesh(count: int):
+    """A one-axis ``Mesh`` over ``count`` CPU devices (None for 1). The devices are made
+    when the script starts (``jax_num_cpu_devices``, see ``_argv_cpu_devices``)."""
+    if count == 1:
+        return None
+    if jax.default_backend() != "cpu":
+        raise SystemExit(f"--cpu-devices is for the CPU backend; this machine runs {jax.default_backend()}")
+    devices = jax.devices("cpu")
+    if len(devices) < count:
+        raise SystemExit(f"--cpu-devices {count}: jax has {len(devices)} CPU device(s); run this script as a "
+                         f"program, or set JAX_NUM_CPU_DEVICES={count} before jax starts")
+    return jax.sharding.Mesh(devices[:count], ("envs",))
 
 
 def main(argv=None) -> int:
@@ -257,7 +302,8 @@ def main(argv=None) -> int:
         print(f"\n`{saved['command']}` on {m['backend']} ({', '.join(m['devices'])}), {m['cpu_count']} CPUs, "
               f"jax {m['jax']}")
         return 0
-    jobs = [(env, fb, mode, n, lambda e=env, m=mode, n=n, fb=fb: make_run_jaxlm(e, n, m, args.steps, fb))
+    mesh = _cpu_mesh(args.cpu_devices)
+    jobs = [(env, fb, mode, n, lambda e=env, m=mode, n=n, fb=fb: make_run_jaxlm(e, n, m, args.steps, fb, mesh))
             for env in args.envs for fb in (args.feedback if env.startswith("llf-") else [None])
             for mode in args.obs_mode for n in args.num_envs]
     if not args.no_cartpole:
@@ -267,7 +313,7 @@ def main(argv=None) -> int:
     for env, fb, mode, n, build in jobs:
         print(f"[bench] {env} {fb or ''} {mode} num_envs={n} ...", file=sys.stderr, flush=True)
         row = {"env": env, "feedback": fb, "obs_mode": mode, "num_envs": n, "steps": args.steps,
-               "repeats": args.repeats}
+               "repeats": args.repeats, "cpu_devices": args.cpu_devices if env != CARTPOLE else 1}
         row.update(measure(build(), n, args.steps, args.repeats))
         rows.append(row)
         print(f"[bench]   compile {row['compile_s']:.2f}s, best {row['steps_per_s_best']:,.0f} steps/s",

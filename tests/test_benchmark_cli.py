@@ -40,6 +40,25 @@ def test_throughput_cli_rejects_short_runs(tmp_path):
     assert not (tmp_path / "t.json").exists()
 
 
+def test_throughput_cli_cpu_devices(tmp_path):
+    # Two CPU devices, the batch sharded over them: same totals as one device (the env is
+    # the same program per row), and the row records the split.
+    out_json = tmp_path / "t.json"
+    cmd = [sys.executable, "benchmarks/throughput.py", "--envs", "maze-fo", "--num-envs", "4", "--steps", "3",
+           "--allow-short", "--repeats", "1", "--obs-mode", "tokens", "--json", str(out_json),
+           "--plot", str(tmp_path / "t.png"), "--no-cartpole", "--cpu-devices", "2"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out_json.read_text())
+    assert data["machine"]["devices"] == ["cpu:0", "cpu:1"]
+    assert [r["cpu_devices"] for r in data["rows"]] == [2]
+    assert "maze-fo (2 CPU devices)" in proc.stdout
+
+    bad = cmd[:cmd.index("--num-envs") + 1] + ["3"] + cmd[cmd.index("--num-envs") + 2:]
+    proc = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "multiples of --cpu-devices 2" in proc.stderr
+
+
 def test_step_breakdown_cli_smoke(tmp_path):
     out_json = tmp_path / "b.json"
     cmd = [sys.executable, "benchmarks/step_breakdown.py", "--env", "maze-fo", "--feedback", "none",
