@@ -8,8 +8,10 @@ gridworld's reset draws ~180 words per env. ``fused(key)`` re-labels a threefry 
 ``FUSED``, a PRNG implementation with the same seed, split, fold-in and bit functions as
 jax's partitionable threefry, written out unrolled: every draw from it (and from keys
 split off it) is bit for bit what the threefry key gives (``tests/test_rng.py``), but
-each hash is a handful of fused element-wise kernels. ``VecEnv`` re-labels the keys it
-is handed; a key of another implementation (``rbg``, ...) passes through unchanged.
+each hash is one fused kernel inside a single-pass while loop (see ``_hash``). ``VecEnv``
+re-labels the keys it is handed; a key of another implementation (``rbg``, ...) passes
+through unchanged. Gridworld's step went from ~790 to ~380 kernels; in-process A/B: a few
+per cent for gridworld and parking, ~18 % for bandits (README, "Fused threefry keys").
 """
 
 from __future__ import annotations
