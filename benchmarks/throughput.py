@@ -53,8 +53,8 @@ def _argv_cpu_devices(argv) -> int:
     return 1
 
 
-if __name__ == "__main__" and _argv_cpu_devices(sys.argv[1:]) > 1:
-    jax.config.update("jax_num_cpu_devices", _argv_cpu_devices(sys.argv[1:]))
+if __name__ == "__main__" and (_count := _argv_cpu_devices(sys.argv[1:])) > 1:
+    jax.config.update("jax_num_cpu_devices", _count)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.random import define_prng_impl, threefry_prng_impl
 
+from .loops import maybe
+
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 
 
@@ -56,15 +58,11 @@ def _counts(shape) -> tuple[jax.Array, jax.Array]:
 
 def _hash(key, shape):
     hi, lo = _counts(tuple(shape))
-
-    # One pass of a while loop: its result is a buffer that every consumer reads. XLA
-    # would otherwise fuse the 20 rounds into each consumer of a word (e.g. every text
-    # piece that reads a paraphrase index) and compute them again there; an
-    # optimization_barrier does not survive XLA's CPU pipeline.
-    def body(carry):
-        return jnp.bool_(False), *hash_2x32(key[0], key[1], carry[1], carry[2])
-
-    return jax.lax.while_loop(lambda c: c[0], body, (jnp.bool_(True), hi, lo))[1:]
+    # One pass of a while loop (``maybe`` with a true predicate): its result is a buffer
+    # that every consumer reads. XLA would otherwise fuse the 20 rounds into each consumer
+    # of a word (e.g. every text piece that reads a paraphrase index) and compute them
+    # again there; an optimization_barrier does not survive XLA's CPU pipeline.
+    return maybe(True, lambda c: hash_2x32(key[0], key[1], *c), (hi, lo))
 
 
 def _split(key, shape):

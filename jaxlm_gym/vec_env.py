@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from pure_envs.base import TextEnv
 
 from . import registry
+from .loops import maybe
 from .rng import fused
 from .text import ActionParser, get_tokenizer
 
@@ -186,7 +187,7 @@ class VecEnv:
             pick = lambda r, s: jnp.where(done.reshape(done.shape + (1,) * (r.ndim - 1)), r, s)  # noqa: E731
             return jax.tree.map(pick, (obs_re, state_re), stepped)
 
-        obs, state = _maybe(any_done, reset_done, (obs_st, state_st))
+        obs, state = maybe(any_done, reset_done, (obs_st, state_st))
         if self._reset_text is None and (self.obs_mode == "symbolic" or not self._reuse_final):
             view = self._view(obs, text_keys)
             final = jax.lax.cond(any_done, lambda _: self._view(obs_st, text_keys), lambda _: view, None)
@@ -228,7 +229,7 @@ class VecEnv:
         rows are gathered into a sub-batch of ``num_envs // _RESET_SHARE`` rows (rounded
         up), rendered, and scattered back; when more are done the whole batch is rendered.
         On the usual step (no env done) nothing runs and ``final``'s buffers are reused in
-        place (``_maybe``: a ``cond`` returning them unchanged would copy them)."""
+        place (``loops.maybe``: a ``cond`` returning them unchanged would copy them)."""
         n = self.num_envs
         k = -(-n // self._RESET_SHARE)
         fields = ("tokens", "length", "mask")
@@ -248,7 +249,7 @@ class VecEnv:
 
         out = {name: final[name] for name in fields}
         update = many if k >= n else (lambda o: jax.lax.cond(count <= k, few, many, o))
-        return _maybe(count > 0, update, out)
+        return maybe(count > 0, update, out)
 
     # ------------------------------------------------------------------ host helpers
     def decode(self, obs) -> list[str]:
@@ -389,15 +390,6 @@ class VecEnv:
         if self.sharding is None:
             return tree
         return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, self.sharding), tree)
-
-
-def _maybe(pred, fun, x):
-    """``fun(x)`` if ``pred`` else ``x``, as a while loop of at most one iteration: XLA
-    updates the loop's operand in place, where a ``cond`` whose false branch returns ``x``
-    unchanged copies all of ``x`` (e.g. every env's state, on every step without a reset)."""
-    def body(carry):
-        return jnp.bool_(False), fun(carry[1])
-    return jax.lax.while_loop(lambda c: c[0], body, (jnp.asarray(pred), x))[1]
 
 
 def _resolve_sharding(sharding, num_envs: int):
