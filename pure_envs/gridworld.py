@@ -19,8 +19,9 @@ directions sorted by i.i.d. uniform ranks; ``random.shuffle`` + one ``random.ran
 per visited room + ``random.choice`` of a remaining object is: visit the rooms in a uniform
 order, each room takes with an i.i.d. probability 1/4, and the j-th taker in visiting order
 (j < 5) gets the j-th object of a uniform order of the 5 objects; ``random.choice`` of a list
-is an argmax of uniform scores over a mask. All uniforms come from one ``random.bits`` call;
-integers are ``floor(u * n)`` (24-bit uniforms, relative bias < 1e-6).
+is an argmax of uniform scores over a mask. All uniforms come from one ``random.split``
+call (``_random_words``); integers are ``floor(u * n)`` (24-bit uniforms, relative bias
+< 1e-6).
 
 Layout generation is vectorised (no loop over rooms): with ``c_p = 1 + k_0 + ... + k_p``,
 room ``i >= 1`` is child number ``i - c_{p-1}`` of pop ``p = #{q : c_q <= i}``. A child's
@@ -190,11 +191,23 @@ def uniform_from_bits(bits: jax.Array) -> jax.Array:
     return (bits >> 8).astype(jnp.float32) * jnp.float32(2.0 ** -24)
 
 
+def _random_words(key: jax.Array, n: int) -> jax.Array:
+    """uint32[n] random words, from ONE ``random.split`` call: each threefry hash of a split
+    gives two words (a key), where ``random.bits`` XORs them into one. A layout takes
+    ~180 words, so this halves the hashes of a reset (a fifth of the layout generator's
+    time). Other key kinds (``rbg``) give their own key words."""
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    per_key = int(np.prod((jax.random.key_data(key) if typed else key).shape))  # 2 for threefry
+    keys = jax.random.split(key, -(-n // per_key))
+    return (jax.random.key_data(keys) if typed else keys).reshape(-1)[:n].astype(jnp.uint32)
+
+
 def _draws(key: jax.Array) -> dict:
-    """Every random draw of one layout, as uniforms in [0, 1) from ONE ``random.bits`` call
-    (each separate ``jax.random`` call adds a threefry kernel and seconds of compile time).
-    Integers are ``floor(u * n)``, uniform up to 2^-24 relative error for n <= 20."""
-    u = uniform_from_bits(jax.random.bits(key, (_NUM_DRAWS,), jnp.uint32))
+    """Every random draw of one layout, as uniforms in [0, 1) from one ``random.split``
+    call (``_random_words``; each separate ``jax.random`` call adds a threefry kernel and
+    seconds of compile time). Integers are ``floor(u * n)``, uniform up to 2^-24 relative
+    error for n <= 20."""
+    u = uniform_from_bits(_random_words(key, _NUM_DRAWS))
     out, at = {}, 0
     for name, shape in _DRAW_SIZES.items():
         n = int(np.prod(shape))

@@ -236,6 +236,23 @@ def test_sequential_growth_equals_the_vectorised_one():
     chex.assert_trees_all_equal(vec, seq)
 
 
+
+def test_layout_words_are_the_two_words_of_each_split_hash():
+    """A layout's random words are the key words of one ``random.split`` (two per threefry
+    hash, where ``random.bits`` would XOR them into one), for typed, raw and rbg keys."""
+    key = jax.random.key(3)
+    want = np.asarray(jax.random.key_data(jax.random.split(key, 3))).reshape(-1)[:5]
+    np.testing.assert_array_equal(gw._random_words(key, 5), want)
+    raw = jax.random.PRNGKey(3)
+    np.testing.assert_array_equal(gw._random_words(raw, 5), np.asarray(jax.random.split(raw, 3)).reshape(-1)[:5])
+    words = np.asarray(jax.jit(lambda k: gw._random_words(k, gw._NUM_DRAWS))(key))
+    assert words.shape == (gw._NUM_DRAWS,) and words.dtype == np.uint32
+    assert len(set(words.tolist())) == gw._NUM_DRAWS  # 182 distinct words (a repeat: ~4e-6)
+    rbg = jax.random.key(3, impl="rbg")
+    assert gw._random_words(rbg, 7).shape == (7,)
+    lay = gw.generate_layout(rbg, gw.GridworldParams())
+    assert int(lay.num_rooms) == gw.NUM_ROOMS and 0 <= int(lay.start) < gw.NUM_ROOMS
+
 def _positions(adj: np.ndarray) -> dict:
     """Coordinates from the doors (BFS from the root, one compass step per door)."""
     pos, queue = {0: (0, 0)}, deque([0])
