@@ -236,7 +236,6 @@ def test_sequential_growth_equals_the_vectorised_one():
     chex.assert_trees_all_equal(vec, seq)
 
 
-
 def test_layout_words_are_the_two_words_of_each_split_hash():
     """A layout's random words are the key words of one ``random.split`` (two per threefry
     hash, where ``random.bits`` would XOR them into one), for typed, raw and rbg keys."""
@@ -252,6 +251,7 @@ def test_layout_words_are_the_two_words_of_each_split_hash():
     assert gw._random_words(rbg, 7).shape == (7,)
     lay = gw.generate_layout(rbg, gw.GridworldParams())
     assert int(lay.num_rooms) == gw.NUM_ROOMS and 0 <= int(lay.start) < gw.NUM_ROOMS
+
 
 def _positions(adj: np.ndarray) -> dict:
     """Coordinates from the doors (BFS from the root, one compass step per door)."""
